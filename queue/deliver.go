@@ -1,0 +1,53 @@
+package queue
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/mxfront/mxfront/envelope"
+)
+
+// Router resolves where a recipient's mail goes next. The queue asks again at
+// every delivery attempt, so a mailbox moved to another unit is followed
+// (transport(5) resolution lives in package routing; cmd wires it in).
+type Router interface {
+	Route(ctx context.Context, rcpt envelope.Address) (envelope.Route, error)
+}
+
+// Deliverer makes one delivery transaction: one message to recipients that
+// share a Route (at most default_destination_recipient_limit of them).
+//
+// It returns exactly one Result per recipient of d, in the same order. A
+// Result with a 2xx reply means the next hop took responsibility; 4xx (and any
+// network trouble, mapped to 4xx by the Deliverer) means try again later; 5xx
+// means the recipient bounces. Deliver must honour ctx (deadline and
+// shutdown): on cancellation it returns 4xx results.
+type Deliverer interface {
+	Deliver(ctx context.Context, d *Delivery) []Result
+}
+
+// Delivery is one transaction handed to a Deliverer.
+type Delivery struct {
+	Env   *envelope.Envelope   // the message's envelope (read-only)
+	Route envelope.Route       // where to
+	Rcpts []envelope.Recipient // subset of Env.Rcpts, all with this Route
+	// Body opens the queued content (headers and body, CRLF line endings,
+	// Received: header already prepended). The caller closes it.
+	Body func() (io.ReadCloser, error)
+}
+
+// Result is the outcome for one recipient of a Delivery.
+type Result struct {
+	Rcpt  envelope.Address
+	Reply envelope.Reply // the next hop's reply, or our own for local trouble
+	// Relay names the host that answered, Postfix style:
+	// "unit12.example.com[192.0.2.12]:25", or "none" when no connection
+	// was made.
+	Relay string
+	// Setup and Xmit are connection set-up and transmission times, for the
+	// "delays=a/b/c/d" log field.
+	Setup, Xmit time.Duration
+	// Err is an internal error for logs only, may be nil.
+	Err error
+}
