@@ -291,8 +291,8 @@ func (s *session) data(r io.Reader) error {
 		return err
 	}
 	committed = true
-	s.log.Info("queued", "id", env.ID, "from", env.From.String(), "size", env.Size,
-		"nrcpt", len(env.Rcpts), "client", s.info.clientString(), "proto", cl.Proto)
+	s.log.Info("accepted", "id", env.ID, "client", s.info.clientString(), "helo", cl.Helo, "proto", cl.Proto,
+		"from", env.From.String(), "to", s.toList(), "size", env.Size)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + env.ID}
 }
 

@@ -39,6 +39,9 @@ type app struct {
 // newApp builds every component from the configuration. Errors name the
 // configuration key they come from.
 func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	a := &app{cfg: cfg, log: logger}
 	a.tables = table.NewSet(table.Options{Logger: logger})
 	ok := false

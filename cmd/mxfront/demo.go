@@ -71,9 +71,9 @@ func runDemo(ctx context.Context, listen, dir string, stdout io.Writer, logger *
 	defer h42.close()
 
 	transport := fmt.Sprintf(`# transport_maps (transport(5)): where each recipient's unit is
-example.com            smtp:[%s]
-h42.mail.example.com   lmtp:inet:%s
-`, unit1.addr(), h42.addr())
+example.com            smtp:[%s]:%s
+h42.mail.example.com   lmtp:inet:%s:%s
+`, unit1.host(), unit1.port(), h42.host(), h42.port())
 	files := map[string]string{"relay_recipients": demoRecipients, "virtual": demoVirtual, "transport": transport}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {

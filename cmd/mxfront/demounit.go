@@ -61,6 +61,10 @@ func startDemoUnit(name, dir string, lmtp bool, users []string, logger *slog.Log
 
 func (u *demoUnit) addr() string { return u.ln.Addr().String() }
 
+func (u *demoUnit) host() string { h, _, _ := net.SplitHostPort(u.addr()); return h }
+
+func (u *demoUnit) port() string { _, p, _ := net.SplitHostPort(u.addr()); return p }
+
 func (u *demoUnit) maildir(user string) string {
 	return filepath.Join(u.dir, strings.ToLower(user), "Maildir")
 }

@@ -1,0 +1,385 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mxfront/mxfront/envelope"
+)
+
+// Non-delivery notifications follow RFC 3464 (message/delivery-status),
+// RFC 6522 (multipart/report), RFC 3461 (NOTIFY, RET, ENVID, ORCPT) and
+// RFC 3834 (Auto-Submitted), in the form of Postfix's bounce(8) with its
+// default failure template, so that people and bounce parsers recognise
+// them.
+
+// failureTemplate is Postfix's default failure_template text
+// (bounce(5)); $myhostname is filled in.
+const failureTemplate = `This is the mail system at host %s.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients. It's attached below.
+
+For further assistance, please send mail to postmaster.
+
+If you do so, please include this problem report. You can
+delete your own text from the attached returned message.
+
+                   The mail system
+`
+
+// bounce queues one DSN for the recipients that bounced in pass p, from the
+// null sender to the envelope sender. Mail from the null sender is never
+// bounced (a bounce of a bounce is logged and dropped), and recipients
+// whose NOTIFY excludes FAILURE are left out (RFC 3461 §4.1). It returns an
+// error only when the DSN could not be queued; the recipients then stay
+// deferred so that the bounce is tried again.
+func (q *Queue) bounce(p *pass, now time.Time) error {
+	env := p.env
+	if env.From.IsNull() {
+		q.log.Warn("undeliverable mail from the null sender discarded; no notification sent",
+			"id", p.m.id, "nrcpt", len(p.bounced))
+		return nil
+	}
+	var report []outcome
+	for _, o := range p.bounced {
+		if env.Rcpts[o.rcpt].Notify.Has(envelope.NotifyFailure) {
+			report = append(report, o)
+		}
+	}
+	if len(report) == 0 {
+		q.log.Info("non-delivery notification suppressed by NOTIFY", "id", p.m.id, "nrcpt", len(p.bounced))
+		return nil
+	}
+	// The DSN must be queued even while Run is shutting down.
+	ctx := context.WithoutCancel(p.ctx)
+	in, err := q.Create(ctx)
+	if err != nil {
+		return err
+	}
+	msg, eightBit := q.buildDSN(in.ID(), p, report, now)
+	if _, err := in.Write(msg); err != nil {
+		in.Abort()
+		return err
+	}
+	denv := &envelope.Envelope{
+		From:     envelope.Address{},
+		Rcpts:    []envelope.Recipient{{Addr: env.From, Orig: env.From}},
+		Client:   envelope.Client{Name: "localhost", Proto: "bounce"},
+		Received: now,
+		SMTPUTF8: env.SMTPUTF8 || !env.From.IsASCII(),
+	}
+	if eightBit {
+		denv.Body = "8BITMIME"
+	}
+	if err := in.Commit(ctx, denv); err != nil {
+		return err
+	}
+	q.log.Info("sender non-delivery notification", "id", p.m.id, "dsn_id", in.ID(),
+		"to", env.From.Bracketed(), "nrcpt", len(report))
+	return nil
+}
+
+// buildDSN renders the notification. It reports whether the result has
+// 8-bit content.
+func (q *Queue) buildDSN(dsnID string, p *pass, report []outcome, now time.Time) ([]byte, bool) {
+	env := p.env
+	host := q.cfg.Hostname
+	date := now.Format(time.RFC1123Z)
+	boundary := fmt.Sprintf("%s.%d/%s", p.m.id, now.Unix(), host)
+
+	// Human-readable part first: its charset decides the encoding.
+	var text strings.Builder
+	fmt.Fprintf(&text, failureTemplate, host)
+	for _, o := range report {
+		r := env.Rcpts[o.rcpt]
+		line := r.Addr.Bracketed()
+		if !r.Orig.IsNull() && r.Orig != r.Addr {
+			line += " (expanded from " + r.Orig.Bracketed() + ")"
+		}
+		text.WriteString("\n")
+		for _, l := range wrap(line+": "+reason(o), 79, 4) {
+			text.WriteString(l + "\n")
+		}
+	}
+	textBody := crlf(sanitize(text.String()))
+	textUTF8 := !isASCII(textBody)
+	eightBit := textUTF8 || env.Body == "8BITMIME"
+
+	var b bytes.Buffer
+	h := func(format string, args ...any) { fmt.Fprintf(&b, format+"\r\n", args...) }
+	h("Received: by %s (mxfront) id %s; %s", host, dsnID, date)
+	h("Date: %s", date)
+	h("From: MAILER-DAEMON@%s (Mail Delivery System)", host)
+	h("Subject: Undelivered Mail Returned to Sender")
+	h("To: %s", env.From.String())
+	h("Auto-Submitted: auto-replied") // RFC 3834 §5
+	h("MIME-Version: 1.0")
+	h("Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"%s\"", boundary)
+	if eightBit {
+		h("Content-Transfer-Encoding: 8bit")
+	}
+	h("Message-Id: <%s.%s@%s>", now.UTC().Format("20060102150405"), dsnID, host)
+	h("")
+	h("This is a MIME-encapsulated message.")
+
+	// (1) text/plain notification.
+	h("")
+	h("--%s", boundary)
+	h("Content-Description: Notification")
+	if textUTF8 {
+		h("Content-Type: text/plain; charset=utf-8")
+		h("Content-Transfer-Encoding: 8bit")
+	} else {
+		h("Content-Type: text/plain; charset=us-ascii")
+	}
+	h("")
+	b.WriteString(textBody)
+
+	// (2) message/delivery-status, RFC 3464 §2.2 and §2.3.
+	h("")
+	h("--%s", boundary)
+	h("Content-Description: Delivery report")
+	h("Content-Type: message/delivery-status")
+	h("")
+	if env.EnvID != "" {
+		h("Original-Envelope-Id: %s", dsnText(env.EnvID))
+	}
+	h("Reporting-MTA: dns; %s", host)
+	h("X-Postfix-Queue-ID: %s", p.m.id)
+	h("X-Postfix-Sender: %s", addrField(env.From))
+	if !env.Received.IsZero() {
+		h("Arrival-Date: %s", env.Received.Format(time.RFC1123Z))
+	}
+	for _, o := range report {
+		r := env.Rcpts[o.rcpt]
+		h("")
+		h("Final-Recipient: %s", addrField(r.Addr))
+		if r.ORCPT != "" {
+			// RFC 3464 §2.3.1: only when ORCPT was given.
+			if typ, addr, ok := strings.Cut(r.ORCPT, ";"); ok {
+				h("Original-Recipient: %s; %s", dsnText(strings.TrimSpace(typ)), dsnText(strings.TrimSpace(addr)))
+			}
+		}
+		h("Action: failed")
+		h("Status: %s", dsnCode(o.reply, true))
+		if name := remoteMTA(o.relay); name != "" {
+			h("Remote-MTA: dns; %s", dsnText(name))
+		}
+		for i, l := range wrap("Diagnostic-Code: smtp; "+dsnText(o.reply.String()), 79, 4) {
+			if i > 0 {
+				b.WriteString("\r\n")
+			}
+			b.WriteString(l)
+		}
+		b.WriteString("\r\n")
+	}
+
+	// (3) the original: message/rfc822 if it fits bounce_size_limit and the
+	// sender did not ask for RET=HDRS, else text/rfc822-headers.
+	hdrsOnly := env.Ret == "HDRS" || env.Size > int64(q.cfg.BounceSizeLimit)
+	h("")
+	h("--%s", boundary)
+	if hdrsOnly {
+		h("Content-Description: Undelivered Message Headers")
+		h("Content-Type: text/rfc822-headers")
+	} else {
+		h("Content-Description: Undelivered Message")
+		h("Content-Type: message/rfc822")
+	}
+	switch env.Body {
+	case "8BITMIME":
+		h("Content-Transfer-Encoding: 8bit")
+	case "7BIT":
+		h("Content-Transfer-Encoding: 7bit")
+	}
+	h("")
+	orig, err := q.readOriginal(p, hdrsOnly)
+	if err != nil {
+		q.log.Warn("original message unavailable for the notification", "id", p.m.id, "err", err)
+		h("\t--- Undelivered message unavailable ---")
+	} else {
+		// Postfix prepends Return-Path so that the returned copy shows
+		// its envelope sender.
+		h("Return-Path: %s", env.From.Bracketed())
+		b.Write(orig)
+		if len(orig) > 0 && !bytes.HasSuffix(orig, []byte("\r\n")) {
+			b.WriteString("\r\n")
+		}
+	}
+	h("")
+	h("--%s--", boundary)
+	return b.Bytes(), eightBit
+}
+
+// readOriginal returns the content to return: all of it, or the header
+// section (at most bounce_size_limit bytes, cut at a line end).
+func (q *Queue) readOriginal(p *pass, hdrsOnly bool) ([]byte, error) {
+	f, err := os.Open(q.path(dirMsg, p.m.id))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sf := &spoolFile{contentLen: p.m.contentLen, crcContent: p.m.crcContent}
+	limit := int64(q.cfg.BounceSizeLimit)
+	if !hdrsOnly {
+		return io.ReadAll(newBodyReader(f, sf, nil))
+	}
+	buf, err := io.ReadAll(io.LimitReader(io.NewSectionReader(f, headerLen, sf.contentLen), limit))
+	if err != nil {
+		return nil, err
+	}
+	if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+		return buf[:i+2], nil
+	}
+	if int64(len(buf)) == sf.contentLen {
+		return buf, nil // a message that is all header
+	}
+	if i := bytes.LastIndex(buf, []byte("\r\n")); i >= 0 {
+		return buf[:i+2], nil
+	}
+	return nil, nil
+}
+
+// reason is the human-readable text for one recipient, Postfix style:
+// "host unit1.example.com[192.0.2.1] said: 550 5.1.1 ...".
+func reason(o outcome) string {
+	if o.relay != "" && o.relay != "none" {
+		host := o.relay
+		if i := strings.LastIndexByte(host, ']'); i >= 0 {
+			host = host[:i+1]
+		}
+		return "host " + host + " said: " + o.reply.String()
+	}
+	return o.reply.String()
+}
+
+// remoteMTA extracts the host name from a Result.Relay
+// ("name[addr]:port"), or "" when no server was reached.
+func remoteMTA(relay string) string {
+	if relay == "" || relay == "none" {
+		return ""
+	}
+	name, rest, ok := strings.Cut(relay, "[")
+	if !ok {
+		return relay
+	}
+	if name == "" || name == "unknown" {
+		ip, _, _ := strings.Cut(rest, "]")
+		return ip
+	}
+	return name
+}
+
+// dsnCode is the RFC 3463 status for the log's dsn= field and the DSN
+// Status: field. A recipient that is returned after a temporary failure
+// (expired) gets class 5 with the last reply's subject and detail, or 5.4.7
+// "delivery time expired" when the reply had none (RFC 3463 §3.5).
+func dsnCode(r envelope.Reply, final bool) string {
+	e := r.Enhanced
+	if e.IsZero() {
+		e = envelope.Enhanced{r.Code / 100, 0, 0}
+	}
+	if final && e[0] != 5 {
+		e[0] = 5
+		if e[1] == 0 && e[2] == 0 {
+			e = envelope.Enhanced{5, 4, 7}
+		}
+	}
+	return e.String()
+}
+
+// addrField renders an address for a DSN field: "rfc822; addr", or for a
+// non-ASCII address the RFC 6533 §3 "utf-8" type with \x{HEX} escapes (a
+// message/delivery-status part is US-ASCII).
+func addrField(a envelope.Address) string {
+	s := a.String()
+	if isASCII(s) {
+		return "rfc822; " + s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x80 && r != '\\' {
+			b.WriteRune(r)
+		} else {
+			fmt.Fprintf(&b, `\x{%X}`, r)
+		}
+	}
+	return "utf-8; " + b.String()
+}
+
+// dsnText makes text safe for a US-ASCII header field value.
+func dsnText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r >= 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// sanitize masks control characters (Postfix masks them too) but keeps
+// newlines and valid UTF-8.
+func sanitize(s string) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "?")
+	}
+	return strings.Map(func(r rune) rune {
+		if (r < 0x20 && r != '\n' && r != '\t') || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// wrap breaks s at spaces into lines of at most width bytes where possible;
+// continuation lines are indented (Postfix line_wrap with 79/4).
+func wrap(s string, width, indent int) []string {
+	var lines []string
+	pad := strings.Repeat(" ", indent)
+	first := true
+	for {
+		limit := width
+		if !first {
+			limit -= indent
+		}
+		if len(s) <= limit {
+			break
+		}
+		cut := strings.LastIndexByte(s[:limit+1], ' ')
+		if cut <= 0 {
+			cut = strings.IndexByte(s, ' ')
+			if cut < 0 {
+				break
+			}
+		}
+		line := s[:cut]
+		if !first {
+			line = pad + line
+		}
+		lines = append(lines, line)
+		s = strings.TrimLeft(s[cut:], " ")
+		first = false
+	}
+	if !first {
+		s = pad + s
+	}
+	return append(lines, s)
+}

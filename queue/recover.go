@@ -1,0 +1,205 @@
+package queue
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// recoveryWorkers bounds the files validated in parallel at Open.
+const recoveryWorkers = 8
+
+// recover rebuilds the schedule from the spool (called by Open, before
+// anything else can touch the queue).
+func (q *Queue) recover() error {
+	// incoming/: anything here was never committed, so no client got a
+	// 250 for it.
+	ents, err := os.ReadDir(q.path(dirIncoming, ""))
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	for _, e := range ents {
+		if err := os.Remove(q.path(dirIncoming, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("queue: remove incomplete file: %w", err)
+		}
+		q.log.Info("removed incomplete queue file", "id", e.Name(), "dir", dirIncoming)
+	}
+	// hold/ and corrupt/: only their IDs matter here.
+	for _, sub := range []string{dirHold, dirCorrupt} {
+		ents, err := os.ReadDir(q.path(sub, ""))
+		if err != nil {
+			return fmt.Errorf("queue: %w", err)
+		}
+		for _, e := range ents {
+			id := strings.TrimSuffix(e.Name(), stateSuffix)
+			q.ids.floor(id)
+			if sub == dirHold && id == e.Name() && validID(id) {
+				q.held++
+			}
+		}
+	}
+
+	ents, err = os.ReadDir(q.path(dirMsg, ""))
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	var ids []string
+	states := make(map[string]bool)
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case validID(name):
+			ids = append(ids, name)
+		case strings.HasSuffix(name, stateSuffix) && validID(strings.TrimSuffix(name, stateSuffix)):
+			states[strings.TrimSuffix(name, stateSuffix)] = true
+		default:
+			q.log.Warn("unexpected file in queue directory ignored", "file", name, "dir", dirMsg)
+		}
+	}
+	slices.Sort(ids)
+	if len(ids) > 0 {
+		q.ids.floor(ids[len(ids)-1])
+	}
+
+	// Validate in parallel; the schedule is built in ID order below.
+	type loaded struct {
+		m   *message
+		err error
+	}
+	out := make([]loaded, len(ids))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(recoveryWorkers, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				m, err := q.loadMessage(ids[i], states[ids[i]])
+				out[i] = loaded{m, err}
+			}
+		}()
+	}
+	for i := range ids {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	now := q.now()
+	var nready, ndeferred, ndamaged int
+	for i, id := range ids {
+		delete(states, id)
+		m, err := out[i].m, out[i].err
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			q.moveCorrupt(id, err)
+			ndamaged++
+			continue
+		case err != nil:
+			// Not damage (permissions, I/O): leave the file for the
+			// next start and say so loudly.
+			q.log.Error("cannot read queue file; left in place", "id", id, "err", err)
+			continue
+		}
+		if m.pending() == 0 {
+			// Crashed during removal.
+			os.Remove(q.path(dirMsg, id))
+			os.Remove(q.path(dirMsg, id+stateSuffix))
+			q.log.Info("removed", "id", id)
+			continue
+		}
+		q.msgs[id] = m
+		if m.next.After(now) {
+			m.state = stateDeferred
+			heap.Push(&q.deferred, m)
+			ndeferred++
+		} else {
+			q.makeReady(m)
+			nready++
+		}
+	}
+	for id := range states {
+		os.Remove(q.path(dirMsg, id+stateSuffix))
+		q.log.Info("removed orphaned queue state file", "id", id)
+	}
+	if err := q.commit.sync(q.msgDir); err != nil {
+		return fmt.Errorf("queue: fsync %s: %w", dirMsg, err)
+	}
+	q.log.Info("queue recovered", "dir", q.dir, "ready", nready, "deferred", ndeferred,
+		"hold", q.held, "damaged", ndamaged)
+	return nil
+}
+
+// loadMessage validates msg/ID and replays its state file.
+func (q *Queue) loadMessage(id string, hasState bool) (*message, error) {
+	f, err := os.Open(q.path(dirMsg, id))
+	if err != nil {
+		return nil, err
+	}
+	sf, err := readSpoolFile(f, id)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	env := sf.meta.Env
+	m := &message{
+		id:         id,
+		received:   env.Received,
+		queued:     sf.meta.Queued,
+		nullSender: env.From.IsNull(),
+		done:       make([]bool, len(env.Rcpts)),
+		contentLen: sf.contentLen,
+		crcContent: sf.crcContent,
+		heapIdx:    -1,
+	}
+	if !hasState {
+		return m, nil
+	}
+	path := q.path(dirMsg, id+stateSuffix)
+	sfile, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer sfile.Close()
+	st, err := readState(sfile)
+	if err != nil {
+		return nil, err
+	}
+	if st.torn {
+		// A crash interrupted an append: that record never counted.
+		if err := sfile.Truncate(st.goodLen); err != nil {
+			return nil, err
+		}
+		if err := q.syncFile(sfile); err != nil {
+			return nil, err
+		}
+		q.log.Warn("incomplete queue state record removed", "id", id)
+	}
+	if st.bad > 0 {
+		q.log.Warn("damaged queue state records skipped", "id", id, "count", st.bad)
+	}
+	for _, rec := range st.recs {
+		switch rec.T {
+		case recordDone:
+			for _, r := range rec.Rcpts {
+				if r < 0 || r >= len(m.done) {
+					q.log.Warn("queue state record names a recipient that does not exist", "id", id, "rcpt", r)
+					continue
+				}
+				m.done[r] = true
+			}
+		case recordDefer:
+			m.attempts = rec.Attempts
+			m.next = rec.Next
+		}
+	}
+	return m, nil
+}
