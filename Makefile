@@ -32,8 +32,9 @@ deps:
 
 lint: fmt-check vet staticcheck
 
+# gofmt's own errors (a file that does not parse) fail the check too.
 fmt-check:
-	@out=$$($(GOFMT) -l $$(find . -name '*.go' -not -path './.git/*')); \
+	@out=$$($(GOFMT) -l .) || { echo "gofmt failed"; exit 1; }; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 vet:

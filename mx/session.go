@@ -31,6 +31,7 @@ type session struct {
 	rcpts    []envelope.Recipient
 	nrcpt    int // accepted RCPT commands
 	rcptOrig []envelope.Address
+	rawFrom  string // MAIL FROM as given, for reject logs
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -98,7 +99,7 @@ func (s *session) logReject(stage string, to string, err error) {
 		r = envelope.NewReply(se.Code, envelope.Enhanced(se.EnhancedCode), se.Message)
 	}
 	helo, _ := s.info.greeting()
-	from := ""
+	from := s.rawFrom
 	if s.from != nil {
 		from = s.from.String()
 	}
@@ -121,6 +122,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts == nil {
 		opts = &smtp.MailOptions{}
 	}
+	s.rawFrom = from
 	addr, err := envelope.ParseAddress(from, opts.UTF8)
 	if err != nil {
 		e := envelope.Wrap(err, 501, envelope.Enhanced{5, 1, 7}, "Bad sender address syntax")

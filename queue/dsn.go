@@ -219,7 +219,8 @@ func (q *Queue) buildDSN(dsnID string, p *pass, report []outcome, now time.Time)
 }
 
 // readOriginal returns the content to return: all of it, or the header
-// section (at most bounce_size_limit bytes, cut at a line end).
+// section (like Postfix, not cut at bounce_size_limit, but at most
+// header_size_limit's default 102400 bytes, cut at a line end).
 func (q *Queue) readOriginal(p *pass, hdrsOnly bool) ([]byte, error) {
 	f, err := os.Open(q.path(dirMsg, p.m.id))
 	if err != nil {
@@ -227,7 +228,7 @@ func (q *Queue) readOriginal(p *pass, hdrsOnly bool) ([]byte, error) {
 	}
 	defer f.Close()
 	sf := &spoolFile{contentLen: p.m.contentLen, crcContent: p.m.crcContent}
-	limit := int64(q.cfg.BounceSizeLimit)
+	limit := max(int64(q.cfg.BounceSizeLimit), headerSizeLimit)
 	if !hdrsOnly {
 		return io.ReadAll(newBodyReader(f, sf, nil))
 	}
@@ -246,6 +247,9 @@ func (q *Queue) readOriginal(p *pass, hdrsOnly bool) ([]byte, error) {
 	}
 	return nil, nil
 }
+
+// headerSizeLimit is Postfix's header_size_limit default.
+const headerSizeLimit = 102400
 
 // reason is the human-readable text for one recipient, Postfix style:
 // "host unit1.example.com[192.0.2.1] said: 550 5.1.1 ...".

@@ -147,20 +147,6 @@ func (f *fakeDeliverer) snapshot() []call {
 	return append([]call(nil), f.calls...)
 }
 
-// deliveries counts how often each recipient got a 250-answered transaction
-// attempt (whatever the reply was); see deliveredTo for successes.
-func (f *fakeDeliverer) attemptsFor(rcpt string) int {
-	n := 0
-	for _, c := range f.snapshot() {
-		for _, r := range c.rcpts {
-			if r == rcpt {
-				n++
-			}
-		}
-	}
-	return n
-}
-
 // syncBuffer collects JSON log lines.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -300,7 +286,7 @@ func commit(t *testing.T, q *Queue, env *envelope.Envelope, body string) string 
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

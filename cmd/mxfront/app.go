@@ -221,9 +221,13 @@ func (a *app) warnings() []string {
 	return w
 }
 
-// listen opens the configured listeners.
+// listen returns the sockets passed by socket activation, or else opens the
+// configured listeners.
 func (a *app) listen() ([]net.Listener, error) {
-	var lns []net.Listener
+	lns, err := activationListeners()
+	if err != nil || len(lns) > 0 {
+		return lns, err
+	}
 	for _, l := range a.cfg.Listen {
 		ln, err := net.Listen("tcp", l.Address)
 		if err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/mxfront/mxfront/envelope"
 	"github.com/mxfront/mxfront/queue"
 )
 
@@ -94,5 +93,3 @@ func BenchmarkDeliver(b *testing.B) {
 		})
 	}
 }
-
-var _ = envelope.TransportSMTP

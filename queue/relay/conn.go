@@ -125,7 +125,7 @@ func (r *Relay) open1(ctx context.Context, t target, lmtp bool, key string, useT
 
 	if err := cn.c.Hello(r.cfg.Hostname); err != nil {
 		cn.close()
-		return nil, r.helloFailure(cn, nc.wrote == 0, err), false
+		return nil, r.helloFailure(ctx, cn, nc.wrote == 0, err), false
 	}
 	if useTLS {
 		if f, hsFailed := r.startTLS(ctx, cn); f != nil {
@@ -141,14 +141,14 @@ func (r *Relay) open1(ctx context.Context, t target, lmtp bool, key string, useT
 }
 
 // helloFailure maps a failed greeting or EHLO/LHLO, Postfix smtp_helo().
-func (r *Relay) helloFailure(cn *conn, greeting bool, err error) *failure {
+func (r *Relay) helloFailure(ctx context.Context, cn *conn, greeting bool, err error) *failure {
 	var se *smtp.SMTPError
-	if !errors.As(err, &se) {
+	if !errors.As(err, &se) || cn.aborted.Load() {
 		st := stageHelo
 		if greeting {
 			st = stageGreeting
 		}
-		return r.netFailure(nil, cn, st, err)
+		return r.netFailure(ctx, cn, st, err)
 	}
 	rep := remoteReply(se)
 	text := fmt.Sprintf("host %s refused to talk to me: %s", cn.t.namaddr, rep.String())
@@ -207,7 +207,7 @@ func (r *Relay) startTLS(ctx context.Context, cn *conn) (f *failure, handshakeFa
 	c2 := newClient(nc2, cn.lmtp, r.cfg.HeloTimeout)
 	if err := c2.Hello(r.cfg.Hostname); err != nil {
 		cn.c, cn.nc = c2, nc2
-		return r.helloFailure(cn, false, err), false
+		return r.helloFailure(ctx, cn, false, err), false
 	}
 	cn.c, cn.nc, cn.tls = c2, nc2, true
 	return nil, false

@@ -244,7 +244,7 @@ func (r *Relay) Deliver(ctx context.Context, d *queue.Delivery) []queue.Result {
 	}
 hosts:
 	for _, h := range d.Route.Hosts {
-		if tx.done() || ctx.Err() != nil {
+		if tx.done() || tx.stop || ctx.Err() != nil {
 			break
 		}
 		targets, f := r.resolve(ctx, h, defPort)
@@ -254,10 +254,7 @@ hosts:
 			continue
 		}
 		for _, t := range targets {
-			if tx.done() || tx.stop {
-				break hosts
-			}
-			if ctx.Err() != nil {
+			if tx.done() || tx.stop || ctx.Err() != nil {
 				break hosts
 			}
 			if tried[t.dialAddr] {

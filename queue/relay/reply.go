@@ -125,8 +125,8 @@ func (r *Relay) netFailure(ctx context.Context, cn *conn, st stage, err error) *
 	while := st.while(cn.lmtp)
 	var text string
 	switch {
-	case cn.aborted.Load() || (ctx != nil && ctx.Err() != nil):
-		if ctx != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	case cn.aborted.Load() || ctx.Err() != nil:
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			text = fmt.Sprintf("conversation with %s timed out while %s", cn.t.namaddr, while)
 		} else {
 			text = fmt.Sprintf("conversation with %s interrupted while %s: delivery canceled", cn.t.namaddr, while)

@@ -143,11 +143,9 @@ func (r *Relay) resolve(ctx context.Context, h envelope.Host, defPort int) ([]ta
 	}
 	if len(out) == 0 {
 		// MX hosts without addresses: a broken or changing zone; keep
-		// trying rather than bounce (Postfix defers here too).
-		f := dnsFailure(name, "MX", lastErr)
-		f.reply = envelope.NewReply(451, envelope.Enhanced{4, 4, 4},
-			fmt.Sprintf("Host or domain name not found. Name service error for the MX hosts of %s: %v", name, lastErr))
-		return nil, f
+		// trying rather than bounce.
+		return nil, &failure{reply: envelope.NewReply(451, envelope.Enhanced{4, 4, 4},
+			fmt.Sprintf("Host or domain name not found. Name service error for the MX hosts of %s: %v", name, lastErr)), err: lastErr}
 	}
 	return out, nil
 }

@@ -85,6 +85,10 @@ func TestSinkStopStart(t *testing.T) {
 	if msgs := s.WaitCount(t, 2, 5*time.Second); len(msgs) != 2 {
 		t.Fatalf("got %d messages, want 2 (one before Stop, one after Start)", len(msgs))
 	}
+	s.Clear()
+	if n := len(s.Messages()); n != 0 {
+		t.Errorf("after Clear: %d messages", n)
+	}
 	s.Stop()
 	s.Stop() // idempotent
 }

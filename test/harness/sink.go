@@ -354,6 +354,14 @@ func (s *Sink) Messages() []SinkMessage {
 	return msgs
 }
 
+// Clear deletes the completed messages received so far, so that a test
+// can count from a known point; transactions in progress are kept.
+func (s *Sink) Clear() {
+	for _, m := range s.Messages() {
+		os.Remove(m.Path)
+	}
+}
+
 // WaitCount waits until at least n messages have arrived and returns them
 // all; the test fails if that takes longer than timeout.
 func (s *Sink) WaitCount(t testing.TB, n int, timeout time.Duration) []SinkMessage {
