@@ -204,11 +204,11 @@ func (q *Queue) admit(in *Incoming, env *envelope.Envelope, queued time.Time) {
 	q.log.Info("queued", "id", m.id, "from", env.From.Bracketed(), "size", env.Size,
 		"nrcpt", len(env.Rcpts), "queue", "active")
 	q.mu.Lock()
-	if len(q.ready) < q.cfg.ActiveLimit {
+	if len(q.fresh) < q.cfg.ActiveLimit {
 		m.env = &cp // deliver without reading the envelope back
 	}
 	q.msgs[m.id] = m
-	q.makeReady(m)
+	q.makeFresh(m)
 	q.pump()
 	q.mu.Unlock()
 }

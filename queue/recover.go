@@ -119,7 +119,7 @@ func (q *Queue) recover() error {
 			heap.Push(&q.deferred, m)
 			ndeferred++
 		} else {
-			q.makeReady(m)
+			q.makeDue(m)
 			nready++
 		}
 	}

@@ -113,7 +113,10 @@ func (d *destination) dead(now time.Time) bool { return now.Before(d.deadUntil) 
 type sched struct {
 	mu       sync.Mutex
 	msgs     map[string]*message // every scheduled message (not held)
-	ready    []*message
+	fresh    []*message          // just committed, waiting for an active slot
+	due      []*message          // retries and recovered mail, waiting likewise
+	takeDue  bool                // alternate between fresh and due
+	starting int                 // passes being started (envelope read, routing)
 	deferred msgHeap
 	active   int
 	held     int
@@ -234,7 +237,7 @@ func (q *Queue) scan() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.deferred.Len() > 0 && !q.deferred[0].next.After(now) {
-		q.makeReady(heap.Pop(&q.deferred).(*message))
+		q.makeDue(heap.Pop(&q.deferred).(*message))
 	}
 	for k, d := range q.dests {
 		if len(d.jobs) == 0 && d.running == 0 && !d.dead(now) {
@@ -250,7 +253,7 @@ func (q *Queue) Flush() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.deferred.Len() > 0 {
-		q.makeReady(heap.Pop(&q.deferred).(*message))
+		q.makeDue(heap.Pop(&q.deferred).(*message))
 	}
 	for _, d := range q.dests {
 		d.deadUntil = time.Time{}
@@ -263,15 +266,47 @@ func (q *Queue) Flush() {
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	s := Stats{Active: q.active + len(q.ready), Deferred: q.deferred.Len(), Hold: q.held}
+	s := Stats{Active: q.active + len(q.fresh) + len(q.due), Deferred: q.deferred.Len(), Hold: q.held}
 	s.Total = s.Active + s.Deferred + s.Hold
 	return s
 }
 
-// makeReady queues m for activation. Caller holds q.mu.
-func (q *Queue) makeReady(m *message) {
+// makeFresh queues a just-committed message for activation. Caller holds
+// q.mu.
+func (q *Queue) makeFresh(m *message) {
 	m.state = stateReady
-	q.ready = append(q.ready, m)
+	q.fresh = append(q.fresh, m)
+}
+
+// makeDue queues a retry (or recovered message) for activation. Caller
+// holds q.mu.
+func (q *Queue) makeDue(m *message) {
+	m.state = stateReady
+	q.due = append(q.due, m)
+}
+
+// maxStarting bounds the passes being started at once (each reads an
+// envelope and asks the Router), so that 100 000 recovered messages do not
+// open 100 000 files at the same moment.
+const maxStarting = 32
+
+// nextReady takes the next message to activate, alternating between fresh
+// mail and retries as Postfix qmgr alternates between the incoming and
+// deferred queues, so a backlog of retries does not delay new mail (nor
+// the reverse). Caller holds q.mu.
+func (q *Queue) nextReady() *message {
+	q.takeDue = !q.takeDue
+	list := &q.fresh
+	if (q.takeDue && len(q.due) > 0) || len(q.fresh) == 0 {
+		list = &q.due
+	}
+	if len(*list) == 0 {
+		return nil
+	}
+	m := (*list)[0]
+	(*list)[0] = nil
+	*list = (*list)[1:]
+	return m
 }
 
 // pump starts whatever work the limits allow. Caller holds q.mu.
@@ -279,12 +314,14 @@ func (q *Queue) pump() {
 	if !q.running {
 		return
 	}
-	for q.active < q.cfg.ActiveLimit && len(q.ready) > 0 {
-		m := q.ready[0]
-		q.ready[0] = nil
-		q.ready = q.ready[1:]
+	for q.active < q.cfg.ActiveLimit && q.starting < maxStarting {
+		m := q.nextReady()
+		if m == nil {
+			break
+		}
 		m.state = stateActive
 		q.active++
+		q.starting++
 		q.wg.Add(1)
 		go q.startPass(q.runCtx, m)
 	}
@@ -370,6 +407,12 @@ func (q *Queue) enqueueJob(j *job) {
 // startPass routes the pending recipients of m and queues its transactions.
 func (q *Queue) startPass(ctx context.Context, m *message) {
 	defer q.wg.Done()
+	defer func() {
+		q.mu.Lock()
+		q.starting--
+		q.pump()
+		q.mu.Unlock()
+	}()
 	if ctx.Err() != nil {
 		q.requeue(m)
 		return
@@ -492,7 +535,7 @@ func (p *pass) immediate(q *Queue, rcpt int, reply envelope.Reply, now time.Time
 func (q *Queue) requeue(m *message) {
 	q.mu.Lock()
 	q.active--
-	q.makeReady(m)
+	q.makeDue(m)
 	q.pump()
 	q.mu.Unlock()
 }
@@ -682,7 +725,8 @@ func (q *Queue) jobDone(j *job, results []Result, logit bool) {
 			q.logOutcome(p, o, r.Err, now)
 		}
 	}
-	if len(delivered) > 0 {
+	// (A message deleted under us by a tool gets no orphan state file.)
+	if len(delivered) > 0 && !p.gone.Load() {
 		if last {
 			p.unrecorded = append(p.unrecorded, delivered...)
 		} else if err := q.appendState(p, stateRecord{T: recordDone, At: now, Rcpts: delivered, Status: statusSent}); err != nil {
@@ -777,7 +821,7 @@ func (q *Queue) finishPass(p *pass) {
 	m.env = nil
 	q.active--
 	if interrupted {
-		q.makeReady(m)
+		q.makeDue(m)
 	} else {
 		m.attempts = attempts
 		m.next = next

@@ -32,6 +32,12 @@ type Config struct {
 	// RelayDomains selects RelayTransport instead of DefaultTransport when
 	// transport_maps has no answer. Nil means no relay domains.
 	RelayDomains *table.DomainList
+	// LocalDomains (mydestination) select LocalTransport when transport_maps
+	// has no answer. Nil means none.
+	LocalDomains *table.DomainList
+	// LocalTransport is local_transport. An MX has no local delivery; empty
+	// means DefaultLocalTransport, which refuses.
+	LocalTransport string
 	// RelayTransport is relay_transport: "transport" or "transport:nexthop".
 	// Empty means "smtp".
 	RelayTransport string
@@ -67,7 +73,7 @@ func New(cfg Config, logger *slog.Logger) (*Resolver, error) {
 		cfg.ExpansionLimit = 1000
 	}
 	for _, t := range []struct{ key, v string }{
-		{"relay_transport", cfg.RelayTransport}, {"default_transport", cfg.DefaultTransport},
+		{"relay_transport", cfg.RelayTransport}, {"default_transport", cfg.DefaultTransport}, {"local_transport", cfg.LocalTransport},
 	} {
 		if t.v == "" {
 			continue
@@ -298,7 +304,24 @@ func (r *Resolver) findTransport(ctx context.Context, a envelope.Address) (strin
 	return lookup(ctx, tm, "*", false)
 }
 
+// DefaultLocalTransport is our local_transport default: mail for
+// mydestination domains that virtual_alias_maps does not send elsewhere is
+// refused (Postfix would deliver it with local(8), which an MX lacks).
+const DefaultLocalTransport = "error:5.1.1 local delivery is disabled on this MX; alias the address in virtual_alias_maps"
+
 func (r *Resolver) defaultTransport(ctx context.Context, a envelope.Address) (string, error) {
+	if r.cfg.LocalDomains != nil {
+		local, err := r.cfg.LocalDomains.Match(ctx, a.Domain)
+		if err != nil {
+			return "", err
+		}
+		if local {
+			if r.cfg.LocalTransport != "" {
+				return r.cfg.LocalTransport, nil
+			}
+			return DefaultLocalTransport, nil
+		}
+	}
 	relay := false
 	if r.cfg.RelayDomains != nil {
 		m, err := r.cfg.RelayDomains.Match(ctx, a.Domain)

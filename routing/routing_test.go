@@ -43,12 +43,12 @@ func TestRouteLookupOrder(t *testing.T) {
 	r := newResolver(t, nil)
 	for _, tc := range []struct{ rcpt, want string }{
 		{"exact+tag@example.com", "smtp:[exact-tag.unit]:2525"}, // full address first
-		{"exact+other@example.com", "smtp:[exact.unit]"},       // then user@domain without the extension
-		{"Exact@EXAMPLE.com", "smtp:[exact.unit]"},             // case-insensitive
-		{"x@h42.mail.example.com", "lmtp:inet:127.0.0.1:24"},   // domain
-		{"x@a.sub.example.com", "smtp:[parent.unit]:25"},       // .parent matches subdomains
-		{"x@b.a.sub.example.com", "smtp:[parent.unit]:25"},     // at any depth
-		{"x@sub.example.com", "smtp:[star.unit]"},              // but not the parent itself
+		{"exact+other@example.com", "smtp:[exact.unit]"},        // then user@domain without the extension
+		{"Exact@EXAMPLE.com", "smtp:[exact.unit]"},              // case-insensitive
+		{"x@h42.mail.example.com", "lmtp:inet:127.0.0.1:24"},    // domain
+		{"x@a.sub.example.com", "smtp:[parent.unit]:25"},        // .parent matches subdomains
+		{"x@b.a.sub.example.com", "smtp:[parent.unit]:25"},      // at any depth
+		{"x@sub.example.com", "smtp:[star.unit]"},               // but not the parent itself
 		{"x@default-nh.example.com", "smtp:[only-nexthop.unit]"},
 		{"x@default-tr.example.com", "smtp:default-tr.example.com"},
 		{"x@nowhere.test", "smtp:[star.unit]"}, // "*"

@@ -40,7 +40,8 @@
 // so mxfront refuses to load such a file instead, with an error that names
 // FILE:LINE; on Set.Reload the previous contents stay in use. Duplicate
 // keys in a texthash file are a warning, and the first entry wins, as with
-// postmap(1) without -r.
+// postmap(1) without -r; in an inline: table they are an error (Postfix
+// keeps the last), as is an empty inline value.
 //
 // # Regular expressions
 //

@@ -36,9 +36,6 @@ func (t *hashTable) Lookup(_ context.Context, key string) (string, bool, error) 
 	return v, ok, nil
 }
 
-// Len returns the number of entries.
-func (t *hashTable) Len() int { return len(*t.m.Load()) }
-
 // Reload re-reads the file and swaps the new contents in atomically. On
 // error the previous contents stay.
 func (t *hashTable) Reload() error {

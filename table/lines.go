@@ -41,6 +41,10 @@ func readFile(path string) (string, error) {
 }
 
 func readOnce(path string) (data string, changed bool, err error) {
+	// Refuse non-regular files before opening: opening a FIFO blocks.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return "", false, fmt.Errorf("%s: not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", false, err
@@ -96,8 +100,8 @@ func trimSpace(s string) string {
 //     whitespace included).
 //
 // Postfix skips a continuation line without preceding text with a warning;
-// here it is an error. Trailing whitespace (and CR) is removed from the
-// result. Lines must be valid UTF-8 without NUL characters.
+// here it is an error. A CR before the newline is ignored, and trailing
+// whitespace is removed from the result. Lines must be valid UTF-8 without NUL characters.
 func logicalLines(file, data string, fn func(line int, text string) error) error {
 	var (
 		cur      string
@@ -134,6 +138,7 @@ func logicalLines(file, data string, fn func(line int, text string) error) error
 			phys, data = data, ""
 		}
 		lineno++
+		phys = strings.TrimSuffix(phys, "\r") // CRLF files
 		j := 0
 		for j < len(phys) && isSpace(phys[j]) {
 			j++

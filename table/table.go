@@ -150,13 +150,13 @@ func open(spec string, opts Options, sub func(string) (Table, error)) (Table, er
 	log := opts.logger()
 	switch {
 	case slices.Contains(fileTypes, typ):
-		return openHash(typ, name, log)
+		return asTable(openHash(typ, name, log))
 	case typ == "regexp" || typ == "pcre":
-		return openRegexp(typ, name)
+		return asTable(openRegexp(typ, name))
 	case typ == "cidr":
-		return openCIDR(name)
+		return asTable(openCIDR(name))
 	case typ == "inline":
-		return openInline(name)
+		return asTable(openInline(name))
 	case typ == "static":
 		return openStatic(name)
 	case typ == "fail":
@@ -175,6 +175,15 @@ func open(spec string, opts Options, sub func(string) (Table, error)) (Table, er
 	}
 	return nil, fmt.Errorf("unsupported table type %q in %q (supported: %s)",
 		typ, spec, strings.Join(SupportedTypes(opts), ", "))
+}
+
+// asTable converts a constructor result, avoiding a non-nil Table holding
+// a nil pointer on error.
+func asTable[T Table](t T, err error) (Table, error) {
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // failTable implements fail:name: every lookup is an error (Postfix

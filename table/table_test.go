@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -147,6 +148,25 @@ func TestTexthashErrors(t *testing.T) {
 				t.Errorf("error %v is not a *ParseError for %s", err, p)
 			}
 		})
+	}
+}
+
+func TestTexthashCRLFAndFIFO(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "crlf", "a first\r\n\tsecond\r\n# c\r\nb x\r\n")
+	tbl, err := Open("hash:"+p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLookups(t, tbl, []lookupCase{{"a", "first\tsecond", true}, {"b", "x", true}})
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	tbl, err = Open("hash:"+fifo, Options{}) // must not block
+	if err == nil || tbl != nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("FIFO: Open = %v, %v", tbl, err)
 	}
 }
 

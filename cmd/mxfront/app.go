@@ -101,6 +101,8 @@ func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
 		RecipientDelimiter:    cfg.RecipientDelimiter,
 		NoPropagateExtensions: !propagate,
 		RelayDomains:          relayDomains,
+		LocalDomains:          myDest,
+		LocalTransport:        cfg.LocalTransport,
 		RelayTransport:        cfg.RelayTransport,
 		DefaultTransport:      cfg.DefaultTransport,
 		RelayHost:             cfg.RelayHost,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/mxfront/mxfront/routing"
 	"github.com/mxfront/mxfront/table"
 )
 
@@ -33,6 +34,7 @@ type Config struct {
 	VirtualAliasMaps              List   `toml:"virtual_alias_maps"`
 	TransportMaps                 List   `toml:"transport_maps"`
 	RecipientDelimiter            string `toml:"recipient_delimiter"`
+	LocalTransport                string `toml:"local_transport"`
 	RelayTransport                string `toml:"relay_transport"`
 	DefaultTransport              string `toml:"default_transport"`
 	RelayHost                     string `toml:"relayhost"`
@@ -293,6 +295,7 @@ func (c *Config) applyDefaults() error {
 	def(&c.MailName, "mxfront")
 	def(&c.SmtpdBanner, "$myhostname ESMTP $mail_name")
 	def(&c.RelayTransport, "smtp")
+	def(&c.LocalTransport, routing.DefaultLocalTransport)
 	def(&c.DefaultTransport, "smtp")
 	def(&c.SmtpdForbidBareNewline, "normalize")
 	def(&c.QueueDirectory, "/var/spool/mxfront")
@@ -425,6 +428,7 @@ func (c *Config) expand() error {
 	str("myorigin", &c.MyOrigin)
 	str("smtpd_banner", &c.SmtpdBanner)
 	str("relayhost", &c.RelayHost)
+	str("local_transport", &c.LocalTransport)
 	str("queue_directory", &c.QueueDirectory)
 	list("mynetworks", c.MyNetworks)
 	list("mydestination", c.MyDestination)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -460,4 +461,36 @@ func (f *fakeDialer) attempts() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.dialed...)
+}
+
+// scriptedServer runs a hand-written SMTP/LMTP peer: it sends greeting,
+// then answers each command line (and "." at the end of DATA content)
+// with reply(line); an empty answer hangs up.
+func scriptedServer(t *testing.T, greeting string, reply func(line string) string) string {
+	t.Helper()
+	return rawServer(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		io.WriteString(c, greeting)
+		inData := false
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			if inData && line != "." {
+				continue
+			}
+			inData = false
+			ans := reply(line)
+			if ans == "" {
+				return
+			}
+			io.WriteString(c, ans)
+			if strings.EqualFold(line, "DATA") && strings.HasPrefix(ans, "354") {
+				inData = true
+			}
+		}
+	})
 }

@@ -474,7 +474,7 @@ func TestMX(t *testing.T) {
 		},
 		{
 			name: "MX host without address is temporary", domain: "norr.test",
-			code: 451, enh: "4.4.4", text: "gone.norr.test", relay: "none",
+			code: 451, enh: "4.4.4", text: "Name service error for name=gone.norr.test type=A: Host not found", relay: "none",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -812,4 +812,77 @@ func TestRouteErrors(t *testing.T) {
 	if res := r.Deliver(context.Background(), &queue.Delivery{Env: &envelope.Envelope{}, Route: tcpRoute("smtp", "127.0.0.1:1")}); len(res) != 0 {
 		t.Errorf("results for no recipients: %v", res)
 	}
+}
+
+// TestScriptedPeers covers replies go-smtp's server cannot be made to give.
+func TestScriptedPeers(t *testing.T) {
+	ok := func(line string) string {
+		switch {
+		case strings.HasPrefix(line, "EHLO"), strings.HasPrefix(line, "LHLO"):
+			return "250-unit.example.test\r\n250 ENHANCEDSTATUSCODES\r\n"
+		case line == "DATA":
+			return "354 go ahead\r\n"
+		case line == "QUIT":
+			return "221 2.0.0 bye\r\n"
+		default:
+			return "250 2.0.0 ok\r\n"
+		}
+	}
+	t.Run("EHLO 5xx is final", func(t *testing.T) {
+		addr := scriptedServer(t, "220 unit ESMTP\r\n", func(line string) string {
+			if strings.HasPrefix(line, "EHLO") {
+				return "554 5.7.1 you are not welcome\r\n"
+			}
+			return ok(line)
+		})
+		r := newRelay(t, Config{})
+		ts := startServer(t, false, script{})
+		res := r.Deliver(context.Background(), delivery(tcpRoute("smtp", addr, ts.addr), testBody, "", "a@example.test"))
+		checkResult(t, res[0], 554, "5.7.1", "host 127.0.0.1[127.0.0.1] refused to talk to me: 554 5.7.1 you are not welcome")
+		if ts.accepted.Load() != 0 {
+			t.Error("tried the next host after a permanent EHLO refusal")
+		}
+	})
+	t.Run("LMTP connection lost after the first recipient's reply", func(t *testing.T) {
+		addr := scriptedServer(t, "220 unit LMTP\r\n", func(line string) string {
+			if line == "." {
+				return "250 2.0.0 <a@example.test> Saved\r\n" // then hang up before b's reply
+			}
+			if line == "RSET" {
+				return ""
+			}
+			return ok(line)
+		})
+		r := newRelay(t, Config{})
+		res := r.Deliver(context.Background(), delivery(tcpRoute("lmtp", addr), testBody, "", "a@example.test", "b@example.test"))
+		checkResult(t, res[0], 250, "2.0.0", "<a@example.test> Saved")
+		checkResult(t, res[1], 451, "4.4.2", "lost connection with 127.0.0.1[127.0.0.1] while sending end of data -- message may be sent more than once")
+		if r.idleCount() != 0 {
+			t.Error("broken session was cached")
+		}
+	})
+	t.Run("421 at RCPT ends the session for everyone", func(t *testing.T) {
+		addr := scriptedServer(t, "220 unit ESMTP\r\n", func(line string) string {
+			if strings.HasPrefix(line, "RCPT TO:<b@") {
+				return "421 4.7.0 too many errors, closing\r\n"
+			}
+			return ok(line)
+		})
+		r := newRelay(t, Config{})
+		res := r.Deliver(context.Background(), delivery(tcpRoute("smtp", addr), testBody, "", "a@example.test", "b@example.test", "c@example.test"))
+		for _, x := range res {
+			checkResult(t, x, 421, "4.7.0", "said: 421 4.7.0 too many errors, closing (in reply to RCPT TO command)")
+		}
+	})
+	t.Run("reply without enhanced code", func(t *testing.T) {
+		addr := scriptedServer(t, "220 unit ESMTP\r\n", func(line string) string {
+			if strings.HasPrefix(line, "RCPT") {
+				return "550 no such user here\r\n"
+			}
+			return ok(line)
+		})
+		r := newRelay(t, Config{})
+		res := r.Deliver(context.Background(), delivery(tcpRoute("smtp", addr), testBody, "", "a@example.test"))
+		checkResult(t, res[0], 550, "5.0.0", "said: 550 no such user here (in reply to RCPT TO command)")
+	})
 }

@@ -119,8 +119,9 @@ func (r *Relay) resolve(ctx context.Context, h envelope.Host, defPort int) ([]ta
 			fmt.Sprintf("Domain %s does not accept mail (nullMX)", name))}
 	}
 	var (
-		out     []target
-		lastErr error
+		out      []target
+		lastHost string
+		lastErr  error
 	)
 	for _, mx := range mxs {
 		if len(out) >= limit {
@@ -136,16 +137,18 @@ func (r *Relay) resolve(ctx context.Context, h envelope.Host, defPort int) ([]ta
 			if err == nil {
 				err = &net.DNSError{Err: "no address", Name: host, IsNotFound: true}
 			}
-			lastErr = fmt.Errorf("MX host %s: %w", host, err)
+			lastHost, lastErr = host, err
 			continue
 		}
 		out = append(out, addrTargets(host, addrs, port, limit-len(out))...)
 	}
 	if len(out) == 0 {
-		// MX hosts without addresses: a broken or changing zone; keep
-		// trying rather than bounce.
-		return nil, &failure{reply: envelope.NewReply(451, envelope.Enhanced{4, 4, 4},
-			fmt.Sprintf("Host or domain name not found. Name service error for the MX hosts of %s: %v", name, lastErr)), err: lastErr}
+		// MX hosts without addresses: a broken or changing zone. Keep
+		// trying rather than bounce: 4.4.4 "unable to route".
+		f := dnsFailure(lastHost, "A", lastErr)
+		f.reply = envelope.NewReply(451, envelope.Enhanced{4, 4, 4}, f.reply.Text)
+		f.err = fmt.Errorf("no MX host of %s has an address: %w", name, lastErr)
+		return nil, f
 	}
 	return out, nil
 }
