@@ -204,3 +204,21 @@ func TestInlinePatternTables(t *testing.T) {
 		}
 	}
 }
+
+func TestStripExtended(t *testing.T) {
+	for in, want := range map[string]string{
+		` a b `:               `ab`,
+		`a\ b`:                `a\ b`,
+		`a # comment`:         `a`,
+		"a # c\n b":           `ab`,
+		`[ #]x`:               `[ #]x`,
+		`[] ]y`:               `[] ]y`,
+		`[^] ]z`:              `[^] ]z`,
+		`\# not a comment`:    `\#notacomment`,
+		`( ?: x | y ) \[ a ]`: `(?:x|y)\[a]`,
+	} {
+		if got := stripExtended(in); got != want {
+			t.Errorf("stripExtended(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

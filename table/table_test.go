@@ -193,6 +193,9 @@ func TestInline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := SpecOf(tbl); got != `inline:{ a=1, B=two ,{ c = text with spaces, commas }, {"x y"=quoted} }` {
+		t.Errorf("Spec = %q", got)
+	}
 	checkLookups(t, tbl, []lookupCase{
 		{"a", "1", true},
 		{"A", "1", true},
@@ -238,6 +241,9 @@ func TestStaticAndFail(t *testing.T) {
 		}
 		if v, ok, err := tbl.Lookup(ctx, "anything"); v != want || !ok || err != nil {
 			t.Errorf("%s: Lookup = %q, %v, %v; want %q", spec, v, ok, err, want)
+		}
+		if SpecOf(tbl) != spec {
+			t.Errorf("Spec = %q, want %q", SpecOf(tbl), spec)
 		}
 		if v, _, _ := LookupPartial(ctx, tbl, "example.com"); v != want {
 			t.Errorf("%s: static is a fixed table, LookupPartial = %q", spec, v)

@@ -151,7 +151,7 @@ func (r *Relay) helloFailure(ctx context.Context, cn *conn, greeting bool, err e
 		return r.netFailure(ctx, cn, st, err)
 	}
 	rep := remoteReply(se)
-	text := fmt.Sprintf("host %s refused to talk to me: %s", cn.t.namaddr, rep.String())
+	text := fmt.Sprintf("host %s refused to talk to me: %s", cn.t.namaddr, serverText(se))
 	if greeting || se.Code == 421 || rep.Temporary() {
 		// smtp_skip_5xx_greeting=yes: a 5xx banner is treated as 4xx, so
 		// that the next host is tried and nothing bounces.

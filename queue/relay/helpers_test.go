@@ -351,8 +351,6 @@ func rawServer(t *testing.T, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-func hostOf(addr string) string { h, _, _ := net.SplitHostPort(addr); return h }
-
 // relayName is the Result.Relay of a loopback TCP server.
 func relayName(addr string) string {
 	h, p, _ := net.SplitHostPort(addr)
@@ -465,7 +463,10 @@ func (f *fakeDialer) attempts() []string {
 
 // scriptedServer runs a hand-written SMTP/LMTP peer: it sends greeting,
 // then answers each command line (and "." at the end of DATA content)
-// with reply(line); an empty answer hangs up.
+// with reply(line); an empty answer hangs up, and so does one ending in
+// hangUp, after it is written.
+const hangUp = "\x00"
+
 func scriptedServer(t *testing.T, greeting string, reply func(line string) string) string {
 	t.Helper()
 	return rawServer(t, func(c net.Conn) {
@@ -487,7 +488,10 @@ func scriptedServer(t *testing.T, greeting string, reply func(line string) strin
 			if ans == "" {
 				return
 			}
-			io.WriteString(c, ans)
+			io.WriteString(c, strings.TrimSuffix(ans, hangUp))
+			if strings.HasSuffix(ans, hangUp) {
+				return
+			}
 			if strings.EqualFold(line, "DATA") && strings.HasPrefix(ans, "354") {
 				inData = true
 			}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -846,7 +847,7 @@ func TestScriptedPeers(t *testing.T) {
 	t.Run("LMTP connection lost after the first recipient's reply", func(t *testing.T) {
 		addr := scriptedServer(t, "220 unit LMTP\r\n", func(line string) string {
 			if line == "." {
-				return "250 2.0.0 <a@example.test> Saved\r\n" // then hang up before b's reply
+				return "250 2.0.0 <a@example.test> Saved\r\n" + hangUp // before b's reply
 			}
 			if line == "RSET" {
 				return ""
@@ -885,4 +886,40 @@ func TestScriptedPeers(t *testing.T) {
 		res := r.Deliver(context.Background(), delivery(tcpRoute("smtp", addr), testBody, "", "a@example.test"))
 		checkResult(t, res[0], 550, "5.0.0", "said: 550 no such user here (in reply to RCPT TO command)")
 	})
+}
+
+// TestBodyStall: a server that stops reading during the content trips
+// DataXferTimeout (smtp_data_xfer_timeout), not the 10-minute end-of-data
+// wait.
+func TestBodyStall(t *testing.T) {
+	stalled := make(chan struct{})
+	addr := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		io.WriteString(c, "220 unit ESMTP\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "EHLO") {
+				io.WriteString(c, "250 unit\r\n")
+				continue
+			}
+			if strings.HasPrefix(line, "DATA") {
+				io.WriteString(c, "354 go ahead\r\n")
+				<-stalled // stop reading
+				return
+			}
+			io.WriteString(c, "250 2.0.0 ok\r\n")
+		}
+	})
+	t.Cleanup(func() { close(stalled) }) // runs before rawServer waits for its handlers
+	r := newRelay(t, Config{DataXferTimeout: 200 * time.Millisecond})
+	body := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("y", 998)+"\r\n", 32<<10) // 32 MiB
+	start := time.Now()
+	res := r.Deliver(context.Background(), delivery(tcpRoute("smtp", addr), body, "", "a@example.test"))
+	checkResult(t, res[0], 451, "4.4.2", "conversation with 127.0.0.1[127.0.0.1] timed out while sending message body")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
 }

@@ -89,12 +89,21 @@ func remoteReply(se *smtp.SMTPError) envelope.Reply {
 	return envelope.NewReply(code, enh, strings.Join(strings.Fields(se.Message), " "))
 }
 
+// serverText renders the server's reply as it sent it, on one line.
+func serverText(se *smtp.SMTPError) string {
+	s := strconv.Itoa(se.Code) + " "
+	if e := se.EnhancedCode; e != smtp.EnhancedCodeNotSet && e != smtp.NoEnhancedCode {
+		s += strconv.Itoa(e[0]) + "." + strconv.Itoa(e[1]) + "." + strconv.Itoa(e[2]) + " "
+	}
+	return s + strings.Join(strings.Fields(se.Message), " ")
+}
+
 // saidReply is Postfix's "host X said: REPLY (in reply to CMD)": the
-// server's code and enhanced code, with its text quoted in ours.
+// server's code and enhanced code, with its reply quoted in the text.
 func saidReply(cn *conn, st stage, se *smtp.SMTPError) envelope.Reply {
 	rep := remoteReply(se)
 	return envelope.NewReply(rep.Code, rep.Enhanced,
-		fmt.Sprintf("host %s said: %s (in reply to %s)", cn.t.namaddr, rep.String(), st.request()))
+		fmt.Sprintf("host %s said: %s (in reply to %s)", cn.t.namaddr, serverText(se), st.request()))
 }
 
 // positiveReply builds the 2xx answer from go-smtp's status text, which is
