@@ -67,3 +67,51 @@ func BenchmarkCommitParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommitAndDeliver measures the whole queue path with 20
+// sessions: commit, immediate delivery to an instant Deliverer, removal.
+func BenchmarkCommitAndDeliver(b *testing.B) {
+	body := []byte("Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 62)+"\r\n", 16))[:1024]
+	dir := b.TempDir()
+	del := DelivererFunc(func(_ context.Context, d *Delivery) []Result {
+		res := make([]Result, len(d.Rcpts))
+		for i := range res {
+			res[i] = Result{Rcpt: d.Rcpts[i].Addr, Reply: ok250, Relay: "unit[192.0.2.1]:24"}
+		}
+		return res
+	})
+	q, err := Open(Config{Dir: dir, Hostname: "mx.test"}, fakeRouter{}, del, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- q.Run(ctx) }()
+	procs := runtime.GOMAXPROCS(0)
+	b.SetParallelism((20 + procs - 1) / procs)
+	from := envelope.MustParse("alice@sender.test")
+	to := envelope.MustParse("bob@unit1.test")
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			in, err := q.Create(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			in.Write(body)
+			if err := in.Commit(ctx, &envelope.Envelope{From: from, Rcpts: []envelope.Recipient{{Addr: to}}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	for q.Stats().Total > 0 {
+		runtime.Gosched()
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.StopTimer()
+	cancel()
+	<-done
+}

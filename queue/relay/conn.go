@@ -123,21 +123,30 @@ func (r *Relay) open1(ctx context.Context, t target, lmtp bool, key string, useT
 	stop := context.AfterFunc(ctx, cn.abort)
 	defer stop()
 
-	if err := cn.c.Hello(r.cfg.Hostname); err != nil {
-		cn.close()
-		return nil, r.helloFailure(ctx, cn, nc.wrote == 0, err), false
+	f := r.handshake(ctx, cn, useTLS, &tlsFailed)
+	if f == nil && cn.aborted.Load() {
+		f = r.netFailure(ctx, cn, stageHelo, net.ErrClosed)
 	}
-	if useTLS {
-		if f, hsFailed := r.startTLS(ctx, cn); f != nil {
-			cn.close()
-			return nil, f, hsFailed
-		}
-	}
-	if cn.aborted.Load() {
+	if f != nil {
 		cn.close()
-		return nil, r.netFailure(ctx, cn, stageHelo, net.ErrClosed), false
+		f.connected = true
+		return nil, f, tlsFailed
 	}
 	return cn, nil, false
+}
+
+// handshake reads the greeting and sends EHLO/LHLO, then STARTTLS when
+// asked.
+func (r *Relay) handshake(ctx context.Context, cn *conn, useTLS bool, tlsFailed *bool) *failure {
+	if err := cn.c.Hello(r.cfg.Hostname); err != nil {
+		return r.helloFailure(ctx, cn, cn.nc.wrote == 0, err)
+	}
+	if useTLS {
+		f, hsFailed := r.startTLS(ctx, cn)
+		*tlsFailed = hsFailed
+		return f
+	}
+	return nil
 }
 
 // helloFailure maps a failed greeting or EHLO/LHLO, Postfix smtp_helo().
@@ -155,7 +164,7 @@ func (r *Relay) helloFailure(ctx context.Context, cn *conn, greeting bool, err e
 	if greeting || se.Code == 421 || rep.Temporary() {
 		// smtp_skip_5xx_greeting=yes: a 5xx banner is treated as 4xx, so
 		// that the next host is tried and nothing bounces.
-		code := se.Code
+		code := rep.Code // remoteReply made a bogus code 451
 		if code/100 == 5 {
 			code -= 100
 		}

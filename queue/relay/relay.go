@@ -263,11 +263,15 @@ hosts:
 			tried[t.dialAddr] = true
 			cn, f := r.open(ctx, t, lmtp, key)
 			if f != nil {
-				log.Info("host failed", "relay", t.relay, "reply", f.reply.String(), "err", f.err)
+				log.Info("host failed", "host", t.relay, "reply", f.reply.String(), "err", f.err)
+				relay := "none"
+				if f.connected {
+					relay = t.relay
+				}
 				if f.final {
-					tx.failPending(f.reply, t.relay, f.err)
+					tx.failPending(f.reply, relay, f.err)
 				} else {
-					tx.siteFail(f.reply, t.relay, f.err)
+					tx.siteFail(f.reply, relay, f.err)
 				}
 				continue
 			}

@@ -309,6 +309,9 @@ func TestConnectFailures(t *testing.T) {
 		r := newRelay(t, Config{})
 		res := r.Deliver(context.Background(), delivery(tcpRoute("smtp", addr), testBody, "", "a@example.test"))
 		checkResult(t, res[0], 451, "4.4.1", "connect to "+relayName(addr)+": Connection refused")
+		if res[0].Relay != "none" {
+			t.Errorf("relay %q, want none", res[0].Relay)
+		}
 	})
 	t.Run("failover to second host", func(t *testing.T) {
 		bad := refusedAddr(t)
@@ -326,6 +329,9 @@ func TestConnectFailures(t *testing.T) {
 		start := time.Now()
 		res := r.Deliver(context.Background(), delivery(tcpRoute("smtp", addr), testBody, "", "a@example.test"))
 		checkResult(t, res[0], 451, "4.4.2", "conversation with 127.0.0.1[127.0.0.1] timed out while receiving the initial server greeting")
+		if res[0].Relay != relayName(addr) {
+			t.Errorf("relay %q", res[0].Relay)
+		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("took %v", d)
 		}
@@ -337,6 +343,7 @@ func TestConnectFailures(t *testing.T) {
 	}{
 		{"421 greeting", "421 4.3.2 Service shutting down\r\n", 421, "4.3.2"},
 		{"554 greeting is treated as 4xx", "554 5.7.1 No SMTP service here\r\n", 454, "4.7.1"},
+		{"not a greeting", "250 hello\r\n", 451, "4.5.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := rawServer(t, func(c net.Conn) { io.WriteString(c, tc.banner) })

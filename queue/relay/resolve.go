@@ -36,11 +36,13 @@ func tcpTarget(name, ip string, port int) target {
 
 // failure is a problem that prevents a transaction with a host. final marks
 // one that settles the recipients (a 5xx reply to EHLO); others leave them
-// for the next host.
+// for the next host. connected says a session was established (Postfix
+// logs relay=none otherwise).
 type failure struct {
-	reply envelope.Reply
-	err   error
-	final bool
+	reply     envelope.Reply
+	err       error
+	final     bool
+	connected bool
 }
 
 // Replies for name service trouble, worded like Postfix smtp_addr.c.
