@@ -130,10 +130,9 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 
 // client is a raw SMTP client for dialogs.
 type client struct {
-	t  *testing.T
-	c  net.Conn
-	r  *bufio.Reader
-	tc *tls.Conn
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
 }
 
 func dial(t *testing.T, addr string) *client {

@@ -11,10 +11,6 @@ import (
 	"github.com/mxfront/mxfront/table"
 )
 
-type fixture struct {
-	p *Policy
-}
-
 func newPolicy(t *testing.T, rcptMaps ...string) *Policy {
 	t.Helper()
 	set := table.NewSet(table.Options{})

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mxfront/mxfront/envelope"
 )
@@ -107,8 +108,10 @@ func BenchmarkCommitAndDeliver(b *testing.B) {
 			}
 		}
 	})
-	for q.Stats().Total > 0 {
-		runtime.Gosched()
+	for deadline := time.Now().Add(time.Minute); q.Stats().Total > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("queue did not drain: %+v", q.Stats())
+		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	b.StopTimer()

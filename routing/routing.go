@@ -397,7 +397,7 @@ func parseHost(tr, s string) (envelope.Host, error) {
 		s = strings.TrimPrefix(s, "inet:")
 	}
 	if strings.HasPrefix(s, "/") {
-		return h, fmt.Errorf("nexthop %q: a path needs lmtp:unix:", s)
+		return h, fmt.Errorf("nexthop %q: a socket path needs the lmtp:unix: form", s)
 	}
 	bracket := strings.HasPrefix(s, "[")
 	host, port := s, ""

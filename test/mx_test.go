@@ -109,6 +109,10 @@ func startMX(t *testing.T, o mxOptions) *mxProc {
 		m.kill()
 		ln.Close()
 		f.Close()
+		// The binary is built with -race when the tests are.
+		if strings.Contains(m.log.String(), "WARNING: DATA RACE") {
+			t.Errorf("data race in mxfront")
+		}
 		if t.Failed() {
 			t.Logf("mxfront log:\n%s", m.log.String())
 		}
@@ -174,8 +178,6 @@ func (m *mxProc) waitLog(s string, n int, timeout time.Duration) {
 	}
 	m.t.Fatalf("timed out waiting for %d× %q in the log", n, s)
 }
-
-func (m *mxProc) logCount(s string) int { return strings.Count(m.log.String(), s) }
 
 func swaks(t *testing.T, m *mxProc, args ...string) (string, int) {
 	t.Helper()
