@@ -500,6 +500,12 @@ func TestMX(t *testing.T) {
 			}
 		})
 	}
+	t.Run("configured unit that does not resolve is retried, not bounced", func(t *testing.T) {
+		r := newRelay(t, Config{Resolver: res, Dialer: (&fakeDialer{}).dial})
+		rt := envelope.Route{Transport: "smtp", Nexthop: "[unit9.example.test]", Hosts: []envelope.Host{{Network: "tcp", Name: "unit9.example.test"}}}
+		out := r.Deliver(context.Background(), delivery(rt, testBody, "", "a@example.test"))
+		checkResult(t, out[0], 451, "4.4.4", "type=A: Host not found (configured next hop; will retry)")
+	})
 	t.Run("equal preference is shuffled", func(t *testing.T) {
 		seen := map[string]bool{}
 		for i := 0; i < 64 && len(seen) < 2; i++ {

@@ -93,7 +93,15 @@ func (r *Relay) resolve(ctx context.Context, h envelope.Host, defPort int) ([]ta
 	if !h.MX {
 		addrs, err := r.res.LookupHost(ctx, name)
 		if err != nil && len(addrs) == 0 {
-			return nil, dnsFailure(name, "A", err)
+			// A configured unit ([host] in transport_maps) that does not
+			// resolve is an outage of the internal DNS or a table typo,
+			// not a verdict on the recipient: keep the mail and retry
+			// (Postfix would bounce with 5.4.4).
+			f := dnsFailure(name, "A", err)
+			if f.reply.Permanent() {
+				f.reply = envelope.NewReply(451, envelope.Enhanced{4, 4, 4}, f.reply.Text+" (configured next hop; will retry)")
+			}
+			return nil, f
 		}
 		return addrTargets(name, addrs, port, limit), nil
 	}
