@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -99,6 +100,16 @@ func cmdServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	logger := newLogger(cfg, stderr)
+	if p := os.Getenv("MXFRONT_CPUPROFILE"); p != "" {
+		// A CPU profile of the whole run, for `go tool pprof`.
+		f, err := os.Create(p)
+		if err != nil {
+			fmt.Fprintf(stderr, "mxfront: %v\n", err)
+			return 1
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := newApp(cfg, logger)
