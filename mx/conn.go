@@ -184,7 +184,7 @@ var errClosing = io.EOF
 // server is shutting down and the client is between commands.
 func (c *conn) fill() error {
 	if c.rbuf == nil {
-		c.rbuf = make([]byte, 32*1024)
+		c.rbuf = make([]byte, 8*1024)
 	}
 	// The deadline is set under mu so that interruptIdle cannot be undone.
 	c.mu.Lock()

@@ -40,7 +40,7 @@ type bodyWriter struct {
 }
 
 func newBodyWriter(w io.Writer, reject bool, hopLimit int) *bodyWriter {
-	return &bodyWriter{w: w, reject: reject, hopLimit: hopLimit, bol: true, inHeader: true, buf: make([]byte, 0, 36*1024)}
+	return &bodyWriter{w: w, reject: reject, hopLimit: hopLimit, bol: true, inHeader: true, buf: make([]byte, 0, 4096)}
 }
 
 const receivedPrefix = "received:"
