@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,18 @@ func BenchmarkCommitParallel(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer q.Close()
+			// Where the time goes: file fsync, directory fsync, whole Commit.
+			var fileNs, dirNs, nDir, commitNs atomic.Int64
+			q.syncFile = func(f *os.File) error {
+				t := time.Now()
+				defer func() { fileNs.Add(int64(time.Since(t))) }()
+				return f.Sync()
+			}
+			q.commit.syncDir = func(f *os.File) error {
+				t := time.Now()
+				defer func() { dirNs.Add(int64(time.Since(t))); nDir.Add(1) }()
+				return f.Sync()
+			}
 			procs := runtime.GOMAXPROCS(0)
 			if n < procs {
 				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n))
@@ -57,14 +70,20 @@ func BenchmarkCommitParallel(b *testing.B) {
 					}
 					in.Write(body)
 					env := &envelope.Envelope{From: from, Rcpts: []envelope.Recipient{{Addr: to, Orig: to}}}
+					t := time.Now()
 					if err := in.Commit(ctx, env); err != nil {
 						b.Error(err)
 						return
 					}
+					commitNs.Add(int64(time.Since(t)))
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 			b.ReportMetric(float64(b.N)/float64(max(q.commit.batches.Load(), 1)), "msgs/dirsync")
+			ms := func(ns int64, n int64) float64 { return float64(ns) / float64(max(n, 1)) / 1e6 }
+			b.ReportMetric(ms(fileNs.Load(), int64(b.N)), "fsync-ms")
+			b.ReportMetric(ms(dirNs.Load(), nDir.Load()), "dirsync-ms")
+			b.ReportMetric(ms(commitNs.Load(), int64(b.N)), "commit-ms")
 		})
 	}
 }

@@ -33,7 +33,13 @@ type Delivery struct {
 	Route envelope.Route       // where to
 	Rcpts []envelope.Recipient // subset of Env.Rcpts, all with this Route
 	// Body opens the queued content (headers and body, CRLF line endings,
-	// Received: header already prepended). The caller closes it.
+	// Received: header already prepended). The caller closes it. It may be
+	// called more than once (each call starts at the beginning) but not
+	// after Deliver has returned. The reader verifies the content checksum
+	// at its end and then fails with an error wrapping ErrCorrupt: a
+	// Deliverer must treat any read error as "abort the transaction" (never
+	// send the final dot) and report 4xx; the queue then moves the damaged
+	// message aside.
 	Body func() (io.ReadCloser, error)
 }
 
@@ -43,7 +49,10 @@ type Result struct {
 	Reply envelope.Reply // the next hop's reply, or our own for local trouble
 	// Relay names the host that answered, Postfix style:
 	// "unit12.example.com[192.0.2.12]:25", or "none" when no connection
-	// was made.
+	// was made. The scheduler relies on this: transactions whose results
+	// are all 4xx with Relay "none" (or "") count as connection failures,
+	// and enough of them in a row make the destination dead for
+	// minimal_backoff_time ("delivery temporarily suspended").
 	Relay string
 	// Setup and Xmit are connection set-up and transmission times, for the
 	// "delays=a/b/c/d" log field.

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -166,6 +167,7 @@ type Queue struct {
 
 	commit committer
 	ids    idGen
+	bufs   sync.Pool // *bufio.Writer for Incoming
 
 	// syncFile makes a file's data durable; a field so tests can inject
 	// failures.

@@ -302,6 +302,9 @@ loop:
 }
 
 func (a *app) close() {
+	if a.queue != nil {
+		a.queue.Close()
+	}
 	if a.relay != nil {
 		a.relay.Close()
 	}
