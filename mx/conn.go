@@ -46,6 +46,7 @@ type conn struct {
 
 	in, out  []byte
 	rbuf     []byte
+	wbuf     []byte // replies not yet sent
 	readErr  error
 	dataSt   int
 	bdatLeft uint64
@@ -156,6 +157,7 @@ func (c *conn) transport() net.Conn {
 func (c *conn) Read(p []byte) (int, error) {
 	for len(c.out) == 0 {
 		if c.closing {
+			c.flush()
 			return 0, errClosing
 		}
 		if err := c.runPending(); err != nil {
@@ -167,6 +169,13 @@ func (c *conn) Read(p []byte) (int, error) {
 		}
 		if c.readErr != nil {
 			return 0, c.readErr
+		}
+		// go-smtp reads only after it has written its replies, and we are
+		// about to wait for the client: send them now, in one write (a
+		// 10-line EHLO reply or a pipelined group's replies cost one
+		// system call, RFC 2920 §3.1).
+		if err := c.flush(); err != nil {
+			return 0, err
 		}
 		if err := c.fill(); err != nil {
 			c.readErr = err
@@ -213,6 +222,7 @@ func (c *conn) fill() error {
 			// smtpd(8): "421 4.4.2 host Error: timeout exceeded".
 			c.srv.log.Info("timeout", "client", c.info.clientString(), "after", c.modeName())
 			c.writeLine(fmt.Sprintf("421 4.4.2 %s Error: timeout exceeded", c.srv.cfg.Hostname))
+			c.flush()
 			c.closing = true
 			return errClosing
 		}
@@ -236,6 +246,7 @@ func (c *conn) modeName() string {
 // fatal writes a final reply and makes further reads fail.
 func (c *conn) fatal(r envelope.Reply) error {
 	c.writeLine(replyLine(r))
+	c.flush()
 	c.closing = true
 	return errClosing
 }
@@ -262,6 +273,7 @@ func (c *conn) runPending() error {
 		c.writeLine(line)
 	case pendFatal:
 		c.writeLine(line)
+		c.flush()
 		c.closing = true
 		return errClosing
 	}
@@ -473,6 +485,9 @@ func qualifyPostmaster(line []byte, myorigin string) []byte {
 // startTLS answers STARTTLS and runs the handshake (RFC 3207).
 func (c *conn) startTLS() error {
 	c.writeLine("220 2.0.0 Ready to start TLS")
+	if err := c.flush(); err != nil {
+		return err
+	}
 	// RFC 3207 §4.2 / CVE-2011-0411: discard clear-text input that came
 	// after the STARTTLS command.
 	c.in = c.in[:0]
@@ -522,15 +537,29 @@ func (c *conn) writeLine(s string) {
 	c.writeRaw([]byte(s + "\r\n"))
 }
 
+// writeRaw queues output; flush sends it.
 func (c *conn) writeRaw(p []byte) (int, error) {
 	if c.closing {
 		// A final reply was sent: anything go-smtp adds is not sent.
 		return len(p), nil
 	}
+	c.wbuf = append(c.wbuf, p...)
+	return len(p), nil
+}
+
+func (c *conn) flush() error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
 	if t := c.srv.timeout(); t > 0 {
 		c.raw.SetWriteDeadline(time.Now().Add(t))
 	}
-	return c.transport().Write(p)
+	_, err := c.transport().Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	if err != nil {
+		c.closing = true
+	}
+	return err
 }
 
 // rewrite turns go-smtp's reply wording into Postfix's, adds STARTTLS to the
@@ -616,6 +645,7 @@ var postfixWording = map[string]string{
 
 // Close implements net.Conn.
 func (c *conn) Close() error {
+	c.flush()
 	if c.tls != nil {
 		c.tls.SetWriteDeadline(time.Now().Add(time.Second))
 		c.tls.Close()

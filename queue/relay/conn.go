@@ -62,6 +62,9 @@ type conn struct {
 	timer   *time.Timer // idle expiry while cached; guarded by Relay.mu
 
 	aborted atomic.Bool // closed because Deliver's ctx ended
+	// clean: the last transaction ended with the reply to the final dot,
+	// so the session is back in its initial state (RFC 5321 §4.1.1.4).
+	clean bool
 }
 
 // abort closes the socket so that any blocked read or write returns now.
@@ -259,13 +262,18 @@ func readReply(r io.Reader) (code int, text string, err error) {
 }
 
 // probe checks a cached connection before reuse, as Postfix does with an
-// RSET (smtp_rset_timeout). go-smtp's Reset forgets the EHLO, so the
-// EHLO/LHLO is repeated here, under the HELO timeout, rather than
-// implicitly before MAIL.
+// RSET (smtp_rset_timeout). After a transaction that ended with the final
+// dot the session is already reset, and a NOOP is enough (one round trip).
+// Otherwise RSET ends the open transaction; go-smtp's Reset forgets the
+// EHLO, so the EHLO/LHLO is repeated here, under the HELO timeout, rather
+// than implicitly before MAIL.
 func (r *Relay) probe(ctx context.Context, cn *conn) bool {
 	stop := context.AfterFunc(ctx, cn.abort)
 	defer stop()
 	cn.c.CommandTimeout = r.cfg.RsetTimeout
+	if cn.clean {
+		return cn.c.Noop() == nil && !cn.aborted.Load()
+	}
 	if err := cn.c.Reset(); err != nil {
 		return false
 	}

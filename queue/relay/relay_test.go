@@ -193,7 +193,8 @@ func TestLMTPPerRecipient(t *testing.T) {
 }
 
 // TestConnectionReuse: the second delivery to the same destination uses
-// the cached connection (one TCP connection, RSET before reuse); the
+// the cached connection (one TCP connection, a NOOP probe before reuse
+// after a completed transaction, one EHLO in all); the
 // cache expires idle connections; limits are honoured.
 func TestConnectionReuse(t *testing.T) {
 	t.Run("reuse", func(t *testing.T) {
@@ -213,8 +214,12 @@ func TestConnectionReuse(t *testing.T) {
 		if len(ts.messages()) != 3 {
 			t.Errorf("server got %d messages", len(ts.messages()))
 		}
-		if n := strings.Count(ts.transcript(), "RSET"); n != 2 {
-			t.Errorf("%d RSET probes, want 2", n)
+		tr := ts.transcript()
+		if n := strings.Count(tr, "NOOP"); n != 2 {
+			t.Errorf("%d NOOP probes, want 2:\n%s", n, tr)
+		}
+		if n := strings.Count(tr, "RSET") + strings.Count(tr, "EHLO"); n != 1 {
+			t.Errorf("%d RSET/EHLO, want only the first EHLO:\n%s", n, tr)
 		}
 		if r.idleCount() != 1 {
 			t.Errorf("%d cached connections, want 1", r.idleCount())

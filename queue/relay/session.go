@@ -22,6 +22,7 @@ import (
 func (r *Relay) transact(ctx context.Context, tx *txn, cn *conn) bool {
 	d, c, relay := tx.d, cn.c, cn.t.relay
 	rcpts := tx.pending()
+	cn.clean = false
 	mailStart := time.Now()
 	setAll := func(list []*rcptState, rep envelope.Reply, err error) {
 		for _, rs := range list {
@@ -126,9 +127,11 @@ func (r *Relay) transact(ctx context.Context, tx *txn, cn *conn) bool {
 		if err != nil {
 			rep, ok := r.errReply(ctx, cn, stageDot, err)
 			setAll(accepted, rep, err)
+			cn.clean = ok
 			return ok
 		}
 		setAll(accepted, positiveReply(resp.StatusText), nil)
+		cn.clean = true
 		return true
 	}
 
@@ -157,6 +160,7 @@ func (r *Relay) transact(ctx context.Context, tx *txn, cn *conn) bool {
 		tx.set(rs, rep, relay, mailStart, e)
 		ok = false
 	}
+	cn.clean = ok
 	return ok
 }
 
