@@ -43,7 +43,12 @@ func (q *Queue) Create(ctx context.Context) (*Incoming, error) {
 		return nil, &envelope.Error{Reply: envelope.ReplyLocalError, Err: errors.New("queue: closed")}
 	}
 	id := q.ids.next(q.now())
-	path := q.path(dirIncoming, id)
+	// The temporary file lives beside its final name: a rename within one
+	// directory avoids the kernel's file-system-wide lock for cross-directory
+	// renames (s_vfs_rename_mutex), which serialised every session behind
+	// journal commits (measured: ~1 100/s across directories vs 2 000-5 000/s
+	// within one, 20 writers).
+	path := q.path(dirMsg, id+tmpSuffix)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		err = ioError("create", id, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -474,6 +475,14 @@ func TestRecovery(t *testing.T) {
 	}
 	if got := files(t, dir, dirIncoming); len(got) != 0 {
 		t.Errorf("incoming/ not cleaned: %v", got)
+	}
+	for _, f := range files(t, dir, dirMsg) {
+		if strings.HasSuffix(f, tmpSuffix) {
+			t.Errorf("half-written %s left in msg/", f)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, dirMsg, half.ID()+tmpSuffix)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("half-written file of %s not removed: %v", half.ID(), err)
 	}
 	corrupt := files(t, dir, dirCorrupt)
 	if !slices.Equal(corrupt, []string{badID, truncID}) {

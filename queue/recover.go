@@ -55,6 +55,12 @@ func (q *Queue) recover() error {
 		switch {
 		case validID(name):
 			ids = append(ids, name)
+		case strings.HasSuffix(name, tmpSuffix) && validID(strings.TrimSuffix(name, tmpSuffix)):
+			// Never committed: no client got a 250 for it.
+			if err := os.Remove(q.path(dirMsg, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("queue: remove incomplete file: %w", err)
+			}
+			q.log.Info("removed incomplete queue file", "id", strings.TrimSuffix(name, tmpSuffix), "dir", dirMsg)
 		case strings.HasSuffix(name, stateSuffix) && validID(strings.TrimSuffix(name, stateSuffix)):
 			states[strings.TrimSuffix(name, stateSuffix)] = true
 		default:

@@ -19,7 +19,8 @@ import (
 // Spool layout under Config.Dir (queue_directory):
 //
 //	lock            flock(2)ed by the running queue: one process per spool
-//	incoming/ID     message being received (temp file; never recovered)
+//	msg/ID.tmp      message being received (temp file; never recovered)
+//	incoming/ID     the same, from older versions (removed at recovery)
 //	msg/ID          committed message: content + envelope, immutable
 //	msg/ID.state    append-only delivery bookkeeping for msg/ID (optional)
 //	hold/ID         message on hold (Envelope.Hold), not scheduled
@@ -49,6 +50,8 @@ import (
 
 const (
 	dirIncoming = "incoming"
+	// tmpSuffix marks a message file still being received in msg/.
+	tmpSuffix = ".tmp"
 	dirMsg      = "msg"
 	dirHold     = "hold"
 	dirCorrupt  = "corrupt"
