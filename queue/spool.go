@@ -51,7 +51,7 @@ import (
 const (
 	dirIncoming = "incoming"
 	// tmpSuffix marks a message file still being received in msg/.
-	tmpSuffix = ".tmp"
+	tmpSuffix   = ".tmp"
 	dirMsg      = "msg"
 	dirHold     = "hold"
 	dirCorrupt  = "corrupt"
