@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -270,7 +271,10 @@ func (s *session) data(r io.Reader) error {
 		bareReject = false
 	}
 	bw := newBodyWriter(in, bareReject, s.srv.cfg.HopcountLimit)
-	if _, err := io.Copy(bw, r); err != nil {
+	buf := copyBufs.Get().(*[copyBufSize]byte)
+	_, err = io.CopyBuffer(bw, r, buf[:])
+	copyBufs.Put(buf)
+	if err != nil {
 		return bodyError(err)
 	}
 	if err := bw.Close(); err != nil {
@@ -297,6 +301,12 @@ func (s *session) data(r io.Reader) error {
 		"from", env.From.String(), "to", s.toList(), "size", env.Size)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + env.ID}
 }
+
+// copyBufSize is the size of the pooled buffers DATA is copied through (one
+// 32 KiB allocation per message otherwise).
+const copyBufSize = 32 * 1024
+
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
 
 func bodyError(err error) error {
 	var ee *envelope.Error

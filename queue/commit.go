@@ -26,6 +26,11 @@ import (
 type committer struct {
 	rename  func(oldpath, newpath string) error
 	syncDir func(*os.File) error
+	// syncFS, when set, makes the data of a whole batch of new files
+	// durable with one call (syncfs(2) on the spool's file system) instead
+	// of one fsync per file: one device cache flush for the batch. nil:
+	// per-file fsync only.
+	syncFS func(*os.File) error
 
 	mu      sync.Mutex
 	pending []*commitOp
@@ -37,21 +42,26 @@ type committer struct {
 type commitOp struct {
 	dir  *os.File // directory to fsync
 	done chan error
+
+	// For a new message file (commitFile): fsync file, close it, rename
+	// from to to, all before the directory fsync.
+	file     *os.File
+	syncFile func(*os.File) error
+	from, to string
+	err      error
 }
 
-// renameDurable moves from to to (in dir) and makes the move durable. If
-// the directory fsync fails, the file is taken back out of dir so that
-// neither the scheduler nor a later recovery sees a message whose client
-// got an error.
-func (c *committer) renameDurable(from, to string, dir *os.File) error {
-	if err := c.rename(from, to); err != nil {
-		return err
-	}
-	if err := c.sync(dir); err != nil {
-		os.Remove(to)
-		return err
-	}
-	return nil
+// commitFile makes a written temporary file durable under its final name,
+// strictly in the order file fsync, rename, directory fsync, and returns
+// when all three are done. Concurrent callers are served in one batch: the
+// committer fsyncs their files in parallel, renames them while the journal
+// is idle, and fsyncs the directory once. Aligning the batch this way
+// needs two journal commits per batch instead of two or three per message
+// (measured here: callers doing their own fsync and rename reached ~1 000
+// messages/s with 20 sessions). The file is closed in every case. On error
+// nothing is left under the final name.
+func (c *committer) commitFile(f *os.File, syncFile func(*os.File) error, from, to string, dir *os.File) error {
+	return c.submit(&commitOp{dir: dir, file: f, syncFile: syncFile, from: from, to: to})
 }
 
 // sync makes changes the caller already made in dir (file creation,
@@ -88,6 +98,50 @@ func (c *committer) loop() {
 }
 
 func (c *committer) run(batch []*commitOp) {
+	// 1. make every new file's data durable: with one syncfs for a batch of
+	// several files, else one fsync per file, in parallel (the journal
+	// merges their commits, but each may still flush the device cache).
+	files := 0
+	for _, op := range batch {
+		if op.file != nil {
+			files++
+		}
+	}
+	viaFS := false
+	if c.syncFS != nil && files > 1 {
+		for _, op := range batch {
+			if op.file != nil {
+				viaFS = c.syncFS(op.file) == nil
+				break
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, op := range batch {
+		if op.file == nil {
+			continue
+		}
+		if viaFS {
+			op.err = op.file.Close()
+			continue
+		}
+		wg.Add(1)
+		go func(op *commitOp) {
+			defer wg.Done()
+			op.err = op.syncFile(op.file)
+			if err := op.file.Close(); op.err == nil {
+				op.err = err
+			}
+		}(op)
+	}
+	wg.Wait()
+	// 2. rename them into place.
+	for _, op := range batch {
+		if op.file != nil && op.err == nil {
+			op.err = c.rename(op.from, op.to)
+		}
+	}
+	// 3. one fsync per directory.
 	var dirs []*os.File
 	for _, op := range batch {
 		if !slices.Contains(dirs, op.dir) {
@@ -100,6 +154,17 @@ func (c *committer) run(batch []*commitOp) {
 	}
 	c.batches.Add(1)
 	for _, op := range batch {
-		op.done <- dirErr[op.dir]
+		err := op.err
+		if err == nil {
+			err = dirErr[op.dir]
+			if err != nil && op.file != nil {
+				// Not durable: take it back out, the client gets an error.
+				os.Remove(op.to)
+			}
+		}
+		if err != nil && op.file != nil {
+			os.Remove(op.from)
+		}
+		op.done <- err
 	}
 }

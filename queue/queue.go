@@ -19,6 +19,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -168,6 +169,7 @@ type Queue struct {
 	commit committer
 	ids    idGen
 	bufs   sync.Pool // *bufio.Writer for Incoming
+	free   freeList  // recycled queue files (recycle.go)
 
 	// syncFile makes a file's data durable; a field so tests can inject
 	// failures.
@@ -201,6 +203,7 @@ func Open(cfg Config, router Router, d Deliverer, logger *slog.Logger) (*Queue, 
 	}
 	q.commit.rename = os.Rename
 	q.commit.syncDir = (*os.File).Sync
+	q.commit.syncFS = func(f *os.File) error { return unix.Syncfs(int(f.Fd())) }
 	q.sched.init()
 	for _, sub := range []string{"", dirIncoming, dirMsg, dirHold, dirCorrupt} {
 		if err := os.MkdirAll(filepath.Join(cfg.Dir, sub), 0o700); err != nil {

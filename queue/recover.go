@@ -55,6 +55,8 @@ func (q *Queue) recover() error {
 		switch {
 		case validID(name):
 			ids = append(ids, name)
+		case strings.HasSuffix(name, freeSuffix):
+			q.adoptFree(name)
 		case strings.HasSuffix(name, tmpSuffix) && validID(strings.TrimSuffix(name, tmpSuffix)):
 			// Never committed: no client got a 250 for it.
 			if err := os.Remove(q.path(dirMsg, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -896,7 +896,7 @@ func (q *Queue) appendState(p *pass, recs ...stateRecord) error {
 // the state file, then one group-committed directory fsync.
 func (q *Queue) remove(p *pass) {
 	id := p.m.id
-	if err := os.Remove(q.path(dirMsg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := q.release(id); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		q.log.Error("cannot remove queue file; a restart may repeat deliveries", "id", id, "err", err)
 		return
 	}
