@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxfront/mxfront/envelope"
+	"github.com/mxfront/mxfront/policy"
 )
 
 // conn wraps every accepted connection before go-smtp sees it. go-smtp reads
@@ -58,6 +60,12 @@ type conn struct {
 	bannerSent  bool
 	inEhloReply bool
 	lastArg     string // argument of the last command handed to go-smtp
+
+	// Session hygiene (hygiene.go).
+	pendingCmd []byte // command line waiting for go-smtp to catch up
+	inBdat     bool   // a BDAT transfer is under way (data restrictions ran)
+	bdatDrop   bool   // the BDAT chunk being read was refused: drop it
+	pregreet   bool   // the client spoke before the banner
 }
 
 type readMode int
@@ -71,11 +79,11 @@ const (
 type pendingAction int
 
 const (
-	pendNone pendingAction = iota
-	pendData
-	pendStartTLS
-	pendLocal // answer pendingLine ourselves (local reply), then go on
-	pendFatal // answer pendingLine ourselves and close
+	pendNone    pendingAction = iota
+	pendData                  // DATA was handed over: switch to modeData after 354
+	pendLocal                 // answer pendingLine ourselves (local reply), then go on
+	pendFatal                 // answer pendingLine ourselves and close
+	pendCommand               // decide about pendingCmd (conn.command, hygiene.go)
 )
 
 // connInfo is per connection state that must survive STARTTLS (go-smtp makes
@@ -84,8 +92,19 @@ type connInfo struct {
 	id       string
 	remote   netip.AddrPort
 	start    time.Time
-	name     chan struct{} // closed when the reverse lookup is done
-	hostname string        // verified client name or "unknown"
+	name     chan struct{}    // closed when the reverse lookup is done
+	hostname string           // verified client name or "unknown"
+	dnsLists *policy.DNSLists // started at accept (mx/rbl.go); read-only after
+	peer     policy.Peer      // client names (lookupName), valid once name is closed
+
+	// Session hygiene (hygiene.go).
+	pstate        *policy.State // restriction side effects; survives STARTTLS
+	anvilKey      netip.Prefix  // client key in the anvil; invalid: not counted
+	accessDenied  string        // smtpd_delay_reject = no: refused at connect
+	illPipelining atomic.Bool   // the client pipelined where RFC 2920 forbids it
+	errors        atomic.Int32  // replies with 4xx/5xx (smtpd_*_error_limit)
+	junk          atomic.Int32  // HELO/EHLO/RSET/NOOP/VRFY/ETRN commands
+	sess          atomic.Pointer[session]
 
 	mu       sync.Mutex
 	helo     string
@@ -159,6 +178,11 @@ func (c *conn) Read(p []byte) (int, error) {
 		if c.closing {
 			c.flush()
 			return 0, errClosing
+		}
+		if c.tooManyErrors() {
+			// smtpd_hard_error_limit: checked before each command.
+			c.srv.log.Info("too many errors", "conn", c.info.id, "client", c.info.clientString(), "errors", c.info.errors.Load())
+			return 0, c.fatal(envelope.NewReply(421, envelope.Enhanced{4, 7, 0}, c.srv.cfg.Hostname+" Error: too many errors"))
 		}
 		if err := c.runPending(); err != nil {
 			return 0, err
@@ -267,8 +291,10 @@ func (c *conn) runPending() error {
 			c.dataSt = 2 // at beginning of a line: ".\r\n" ends an empty message
 		}
 		c.wrote354 = false
-	case pendStartTLS:
-		return c.startTLS()
+	case pendCommand:
+		cmd := c.pendingCmd
+		c.pendingCmd = nil
+		return c.command(cmd)
 	case pendLocal:
 		c.writeLine(line)
 	case pendFatal:
@@ -301,10 +327,13 @@ func (c *conn) process() {
 			if n > c.bdatLeft {
 				n = c.bdatLeft
 			}
-			c.out = append(c.out, c.in[:n]...)
+			if !c.bdatDrop {
+				c.out = append(c.out, c.in[:n]...)
+			}
 			c.in = c.in[n:]
 			c.bdatLeft -= n
 			if c.bdatLeft == 0 {
+				c.bdatDrop = false
 				c.setMode(modeCommand)
 			}
 		default:
@@ -369,8 +398,10 @@ func (c *conn) processData() {
 	c.in = c.in[:0]
 }
 
-// processCommand handles one complete command line; it returns false when
-// it needs more input.
+// processCommand takes one complete command line; it returns false when it
+// needs more input. The command is decided upon (conn.command) only when
+// go-smtp has answered every earlier one: the error count, the session's
+// transaction and the pipelining test are then current.
 func (c *conn) processCommand() bool {
 	nl := bytes.IndexByte(c.in, '\n')
 	if nl < 0 {
@@ -383,9 +414,6 @@ func (c *conn) processCommand() bool {
 	}
 	line := c.in[:nl+1]
 	bareLF := nl == 0 || c.in[nl-1] != '\r'
-	text := strings.TrimRight(string(line), "\r\n")
-	verb, arg, _ := strings.Cut(text, " ")
-	verb = strings.ToUpper(verb)
 	if len(line) > maxCommandLine {
 		c.in = c.in[nl+1:]
 		c.pending, c.pendingLine = pendLocal, "500 5.5.2 Error: line too long"
@@ -397,48 +425,10 @@ func (c *conn) processCommand() bool {
 		c.pending, c.pendingLine = pendFatal, "550 5.5.2 Error: bare <LF> received"
 		return false
 	}
-	if c.needEhlo {
-		switch verb {
-		case "EHLO", "HELO", "QUIT", "NOOP", "RSET":
-			c.needEhlo = verb != "EHLO" && verb != "HELO"
-		default:
-			// RFC 3207 §4.2: the client must start over with EHLO.
-			c.in = c.in[nl+1:]
-			c.pending, c.pendingLine = pendLocal, "503 5.5.1 Error: send HELO/EHLO first"
-			return false
-		}
-	}
-	c.info.count(verbName(verb))
+	c.pendingCmd = append(c.pendingCmd[:0], line...)
 	c.in = c.in[nl+1:]
-	c.lastArg = arg
-	switch verb {
-	case "EHLO", "HELO":
-		c.info.mu.Lock()
-		c.info.helo = strings.TrimSpace(arg)
-		c.info.ehlo = verb == "EHLO"
-		c.info.mu.Unlock()
-		c.inEhloReply = verb == "EHLO"
-	case "RCPT":
-		line = qualifyPostmaster(line, c.srv.cfg.MyOrigin)
-	case "DATA":
-		c.out = append(c.out, line...)
-		c.pending = pendData
-		return false
-	case "BDAT":
-		if n, ok := bdatSize(arg); ok {
-			c.bdatLeft = n
-			if n > 0 {
-				c.setMode(modeBdat)
-			}
-		}
-	case "STARTTLS":
-		if c.srv.cfg.TLSConfig != nil && c.tls == nil && strings.TrimSpace(arg) == "" {
-			c.pending = pendStartTLS
-			return false
-		}
-	}
-	c.out = append(c.out, line...)
-	return true
+	c.pending = pendCommand
+	return false
 }
 
 // verbName maps a command to the name in the disconnect summary; unknown
@@ -522,9 +512,7 @@ func (c *conn) Write(p []byte) (int, error) {
 		return c.writeRaw(p)
 	}
 	out := c.rewrite(line)
-	if _, err := c.writeRaw([]byte(out)); err != nil {
-		return 0, err
-	}
+	c.emit(out)
 	if strings.HasPrefix(out, "421 ") {
 		// A final 421 ends the session (RFC 5321 §3.8): nothing more is
 		// read or written.
@@ -533,8 +521,10 @@ func (c *conn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// writeLine queues a reply of conn's own (through emit: error count,
+// error sleep, reject footer).
 func (c *conn) writeLine(s string) {
-	c.writeRaw([]byte(s + "\r\n"))
+	c.emit(s + "\r\n")
 }
 
 // writeRaw queues output; flush sends it.
@@ -568,7 +558,7 @@ func (c *conn) flush() error {
 func (c *conn) rewrite(line string) string {
 	if !c.bannerSent && strings.HasPrefix(line, "220 ") {
 		c.bannerSent = true
-		return c.srv.banner() + "\r\n"
+		return c.greeting() + "\r\n"
 	}
 	if strings.HasPrefix(line, "354 ") {
 		c.wrote354 = true

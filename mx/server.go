@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -70,6 +69,13 @@ type Config struct {
 	// ShutdownGrace bounds how long Shutdown waits for sessions in DATA;
 	// the ctx given to Shutdown bounds it too.
 	ShutdownGrace time.Duration
+	// DNSLists starts each client's DNS list lookups at accept time
+	// (mx/rbl.go); nil: none.
+	DNSLists DNSListStarter
+	// Hygiene holds the session hygiene knobs (error limits, junk
+	// commands, VRFY, pipelining, reject footer, per-client limits); its
+	// zero value switches them all off (see hygiene.go).
+	Hygiene Hygiene
 }
 
 // NameResolver is what the server needs for client name lookups.
@@ -83,6 +89,14 @@ type Spool interface {
 	Create(ctx context.Context) (Incoming, error)
 }
 
+// Admitter is an optional Spool method: asked at MAIL FROM with the SIZE
+// the client announced (0 if none), it refuses new mail while the queue is
+// short of space (452 4.3.1, Postfix queue_minfree), before any data is
+// sent.
+type Admitter interface {
+	Admit(ctx context.Context, size int64) error
+}
+
 // Incoming is one message being received. Commit makes it durable; only
 // then is 250 sent.
 type Incoming interface {
@@ -92,9 +106,24 @@ type Incoming interface {
 	Abort()
 }
 
-// Checker is what the server needs from package policy.
+// Checker is what the server needs from package policy: the restriction
+// stages, content checks and REDIRECT expansion. *policy.Policy implements
+// it; `mxfront explain` calls the same methods.
 type Checker interface {
+	// DelayReject is smtpd_delay_reject: when true, CheckConnect,
+	// CheckHelo and CheckMail do nothing and CheckRcpt runs their lists.
+	DelayReject() bool
+	CheckConnect(ctx context.Context, req *policy.Request) error
+	CheckHelo(ctx context.Context, req *policy.Request) error
+	CheckMail(ctx context.Context, req *policy.Request) error
 	CheckRcpt(ctx context.Context, req *policy.Request) (*policy.RcptVerdict, error)
+	CheckData(ctx context.Context, req *policy.Request) error
+	CheckEOD(ctx context.Context, req *policy.Request) error
+	// NewContentFilter returns header_checks/body_checks for one message,
+	// or nil when there are none.
+	NewContentFilter(ctx context.Context, w io.Writer, req *policy.Request) *policy.ContentFilter
+	// Redirect expands a REDIRECT target through virtual_alias_maps.
+	Redirect(ctx context.Context, to string) ([]envelope.Address, error)
 }
 
 // Server is an SMTP server. Create it with New, run it with Serve, stop it
@@ -113,6 +142,8 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining bool
+
+	anvil *anvil // per-client connection/rate limits; nil: none
 }
 
 // New returns a Server.
@@ -149,6 +180,11 @@ func New(cfg Config, spool Spool, checker Checker, logger *slog.Logger) (*Server
 		sem:    make(chan struct{}, cfg.MaxSessions),
 		conns:  map[*conn]struct{}{},
 	}
+	if err := cfg.Hygiene.check(); err != nil {
+		return nil, err
+	}
+	s.cfg.Hygiene = cfg.Hygiene
+	s.anvil = newAnvil(cfg.Hygiene)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	ss := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	ss.Domain = cfg.Hostname
@@ -158,6 +194,7 @@ func New(cfg Config, spool Spool, checker Checker, logger *slog.Logger) (*Server
 	ss.MaxMessageBytes = cfg.MessageSizeLimit
 	ss.MaxRecipients = 0 // counted by the session, with Postfix's reply
 	ss.EnableSMTPUTF8 = true
+	ss.EnableDSN = true // RFC 3461: NOTIFY, ORCPT, RET, ENVID go into the envelope
 	ss.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	// Timeouts are per read/write in conn, not per command (go-smtp #196).
 	ss.ReadTimeout, ss.WriteTimeout = 0, 0
@@ -217,6 +254,9 @@ func (s *Server) forget(c *conn) {
 	}
 	s.mu.Unlock()
 	if ok {
+		if c.info.anvilKey.IsValid() {
+			s.anvil.disconnect(c.info.anvilKey)
+		}
 		s.log.Info("disconnect", "conn", c.info.id, "client", c.info.clientString(), "summary", c.info.summary())
 	}
 }
@@ -244,7 +284,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		ap = ta.AddrPort()
 	}
-	ci := &connInfo{id: newConnID(), remote: ap, start: time.Now(), name: make(chan struct{})}
+	ci := &connInfo{id: newConnID(), remote: ap, start: time.Now(), name: make(chan struct{}), pstate: &policy.State{}}
 	c := &conn{raw: nc, srv: s, info: ci}
 	s.mu.Lock()
 	if s.draining {
@@ -255,6 +295,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
+	s.startDNSLists(ci)
 	go s.lookupName(ci)
 	return c, nil
 }
@@ -267,27 +308,13 @@ func (s *Server) lookupName(ci *connInfo) {
 		s.log.Info("connect", "conn", ci.id, "client", ci.clientString())
 	}()
 	ci.hostname = "unknown"
+	ci.peer = policy.Peer{Name: "unknown", ReverseName: "unknown"}
 	ip := ci.remote.Addr().Unmap()
 	if !s.cfg.PeernameLookup || !ip.IsValid() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-	defer cancel()
-	names, err := s.cfg.Resolver.LookupAddr(ctx, ip.String())
-	if err != nil || len(names) == 0 {
-		return
-	}
-	name := strings.TrimSuffix(names[0], ".")
-	addrs, err := s.cfg.Resolver.LookupNetIP(ctx, "ip", name)
-	if err != nil {
-		return
-	}
-	for _, a := range addrs {
-		if a.Unmap() == ip {
-			ci.hostname = strings.ToLower(name)
-			return
-		}
-	}
+	ci.peer = policy.LookupPeer(s.ctx, s.cfg.Resolver, ip)
+	ci.hostname = ci.peer.Name
 }
 
 func newConnID() string {

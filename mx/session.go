@@ -12,7 +12,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxfront/mxfront/envelope"
-	"github.com/mxfront/mxfront/policy"
 )
 
 // session is one go-smtp Session. go-smtp makes it at the first EHLO/HELO
@@ -41,14 +40,16 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, toSMTP(errors.New("mx: connection not wrapped"))
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	return &session{
+	sess := &session{
 		srv:  s,
 		c:    c,
 		info: cc.info,
 		ctx:  ctx,
 		stop: cancel,
 		log:  s.log.With("conn", cc.info.id),
-	}, nil
+	}
+	cc.info.sess.Store(sess) // for conn's DATA restrictions (hygiene.go)
+	return sess, nil
 }
 
 // toSMTP is the one place where errors become SMTP replies. An error with no
@@ -123,6 +124,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts == nil {
 		opts = &smtp.MailOptions{}
 	}
+	s.info.pstate.ResetTransaction()
+	if err := s.messageRate(); err != nil {
+		return toSMTP(err)
+	}
 	s.rawFrom = from
 	addr, err := envelope.ParseAddress(from, opts.UTF8)
 	if err != nil {
@@ -139,6 +144,25 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.logReject("MAIL", "", e)
 		return toSMTP(e)
 	}
+	if a, ok := s.srv.spool.(Admitter); ok {
+		if err := a.Admit(s.ctx, opts.Size); err != nil {
+			s.logReject("MAIL", "", err)
+			return toSMTP(err)
+		}
+	}
+	if !s.srv.policy.DelayReject() {
+		// smtpd_delay_reject = no: smtpd_sender_restrictions now.
+		req := s.request(envelope.Address{})
+		req.From, req.SMTPUTF8 = &addr, opts.UTF8
+		ctx, cancel := context.WithTimeout(s.ctx, policyCheckTimeout)
+		err := s.srv.policy.CheckMail(ctx, req)
+		cancel()
+		if err != nil {
+			s.info.pstate.ResetTransaction()
+			s.logReject("MAIL", "", err)
+			return toSMTP(err)
+		}
+	}
 	s.from = &addr
 	s.mailOpts = *opts
 	return nil
@@ -149,6 +173,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.from == nil {
 		return toSMTP(envelope.Errorf(503, envelope.Enhanced{5, 5, 1}, "Error: need MAIL command"))
+	}
+	if err := s.recipientRate(); err != nil {
+		s.logReject("RCPT", to, err)
+		return toSMTP(err)
 	}
 	if lim := s.srv.cfg.RecipientLimit; lim > 0 && s.nrcpt >= lim {
 		e := &envelope.Error{Reply: envelope.ReplyTooManyRcpts}
@@ -169,7 +197,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, rcptCheckTimeout)
 	defer cancel()
-	v, err := s.srv.policy.CheckRcpt(ctx, &policy.Request{Client: s.client(), From: *s.from, Rcpt: rcpt})
+	v, err := s.srv.policy.CheckRcpt(ctx, s.request(rcpt))
 	if err != nil {
 		s.logReject("RCPT", rcpt.String(), err)
 		return toSMTP(err)
@@ -262,15 +290,29 @@ func (s *session) data(r io.Reader) error {
 	}()
 	cl := s.client()
 	now := time.Now()
-	hdr := receivedHeader(cl, s.srv.cfg.Hostname, in.ID(), s.singleRcpt(), now)
+	st := s.info.pstate
+	// access(5) PREPEND headers go above our Received: header, as in
+	// Postfix.
+	hdr := strings.Join(append(st.Prepend(), ""), "\r\n") +
+		receivedHeader(cl, s.srv.cfg.Hostname, in.ID(), s.singleRcpt(), now)
 	if _, err := io.WriteString(in, hdr); err != nil {
 		return envelope.Wrap(err, 451, envelope.Enhanced{4, 3, 0}, "Error: queue file write error")
+	}
+	var single envelope.Address
+	if len(s.rcptOrig) == 1 {
+		single = s.rcptOrig[0]
+	}
+	req := s.request(single)
+	var dst io.Writer = in
+	cf := s.srv.policy.NewContentFilter(s.ctx, in, req) // header_checks, body_checks
+	if cf != nil {
+		dst = cf
 	}
 	bareReject := s.srv.cfg.BareNewline == BareNewlineReject
 	if bareReject && s.srv.cfg.BareNewlineExclusions != nil && s.srv.cfg.BareNewlineExclusions(s.ctx, cl.Addr) {
 		bareReject = false
 	}
-	bw := newBodyWriter(in, bareReject, s.srv.cfg.HopcountLimit)
+	bw := newBodyWriter(dst, bareReject, s.srv.cfg.HopcountLimit)
 	buf := copyBufs.Get().(*[copyBufSize]byte)
 	_, err = io.CopyBuffer(bw, r, buf[:])
 	copyBufs.Put(buf)
@@ -280,8 +322,23 @@ func (s *session) data(r io.Reader) error {
 	if err := bw.Close(); err != nil {
 		return bodyError(err)
 	}
+	if cf != nil {
+		if err := cf.Close(); err != nil {
+			return bodyError(err)
+		}
+	}
 	if lim := s.srv.cfg.MessageSizeLimit; lim > 0 && bw.n > lim {
 		return &envelope.Error{Reply: envelope.ReplyTooBig}
+	}
+	if err := s.endOfData(req); err != nil {
+		return err
+	}
+	if discard, why := st.Discard(); discard {
+		// access(5) or header_checks DISCARD: the client is told the
+		// message was queued; it is dropped (Postfix does the same).
+		s.log.Info("discarded", "id", in.ID(), "client", s.info.clientString(), "from", s.from.String(), "to", s.toList(), "reason", why)
+		s.info.forgive()
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + in.ID()}
 	}
 	env := &envelope.Envelope{
 		From:     *s.from,
@@ -292,11 +349,16 @@ func (s *session) data(r io.Reader) error {
 		Body:     string(s.mailOpts.Body),
 		EnvID:    s.mailOpts.EnvelopeID,
 		Ret:      string(s.mailOpts.Return),
+		Hold:     st.Hold(),
+	}
+	if err := s.redirect(env, st.Redirect()); err != nil {
+		return err
 	}
 	if err := in.Commit(s.ctx, env); err != nil {
 		return err
 	}
 	committed = true
+	s.info.forgive()
 	s.log.Info("accepted", "id", env.ID, "client", s.info.clientString(), "helo", cl.Helo, "proto", cl.Proto,
 		"from", env.From.String(), "to", s.toList(), "size", env.Size)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + env.ID}
@@ -334,6 +396,7 @@ func (s *session) singleRcpt() string {
 
 // Reset implements smtp.Session (RSET, new EHLO, end of transaction).
 func (s *session) Reset() {
+	s.info.pstate.ResetTransaction()
 	s.from = nil
 	s.mailOpts = smtp.MailOptions{}
 	s.rcpts = nil
@@ -343,6 +406,7 @@ func (s *session) Reset() {
 
 // Logout implements smtp.Session.
 func (s *session) Logout() error {
+	s.info.sess.CompareAndSwap(s, nil)
 	s.stop()
 	return nil
 }

@@ -68,9 +68,10 @@ func check(p *Policy, client, rcpt string) (string, []string) {
 	if err != nil {
 		return "parse: " + err.Error(), nil
 	}
+	from := envelope.MustParse("a@example.com") // a local sender grants nothing
 	v, err := p.CheckRcpt(context.Background(), &Request{
 		Client: envelope.Client{Addr: netip.MustParseAddr(client), Helo: "mail.example.com"},
-		From:   envelope.MustParse("a@example.com"), // a local sender grants nothing
+		From:   &from,
 		Rcpt:   a,
 	})
 	if err != nil {
@@ -172,13 +173,14 @@ func TestRestrictionOrder(t *testing.T) {
 		}
 		return p
 	}
-	if got, _ := check(mk("permit", "reject"), stranger, "a@remote.test"); got != "OK" {
-		t.Errorf("permit first: %q", got)
+	if _, err := New(Config{Router: r, Tables: set, RelayDomains: rd, RelayRestrictions: []string{"permit", "reject"}}, nil); err == nil ||
+		!strings.Contains(err.Error(), "specify at least one working instance of: reject_unauth_destination") {
+		t.Errorf("permit first is an open relay, must be refused: %v", err)
 	}
 	if got, _ := check(mk("reject"), stranger, "a@example.com"); got != "554 5.7.1 <a@example.com>: Recipient address rejected: Access denied" {
 		t.Errorf("reject: %q", got)
 	}
-	if got, _ := check(mk("defer_unauth_destination"), stranger, "a@remote.test"); got != "450 4.7.1 <a@remote.test>: Relay access denied" {
+	if got, _ := check(mk("defer_unauth_destination"), stranger, "a@remote.test"); got != "454 4.7.1 <a@remote.test>: Relay access denied" {
 		t.Errorf("defer_unauth_destination: %q", got)
 	}
 	if got, _ := check(mk("permit_auth_destination", "reject"), stranger, "a@example.com"); got != "OK" {

@@ -15,6 +15,16 @@ type Router interface {
 	Route(ctx context.Context, rcpt envelope.Address) (envelope.Route, error)
 }
 
+// Expander applies address rewriting (virtual_alias_maps, virtual(5)) to
+// an address: the addresses mail for it goes to, and whether it had an
+// entry. A Router that also implements Expander (routing.Resolver does) is
+// used by Requeue, which expands a message's original recipients again
+// (postsuper -r), and for the recipients of notifications the queue
+// generates (bounces to a local sender, 2bounce_notice_recipient).
+type Expander interface {
+	Expand(ctx context.Context, a envelope.Address) ([]envelope.Address, bool, error)
+}
+
 // Deliverer makes one delivery transaction: one message to recipients that
 // share a Route (at most default_destination_recipient_limit of them).
 //
@@ -57,6 +67,20 @@ type Result struct {
 	// Setup and Xmit are connection set-up and transmission times, for the
 	// "delays=a/b/c/d" log field.
 	Setup, Xmit time.Duration
+	// Unreachable marks a result for which no mail transaction could be
+	// started with any host of the route: DNS, connect, greeting, EHLO or
+	// TLS failure. Such transactions count as connection failures for
+	// the destination's concurrency window and dead-destination
+	// detection (Postfix: "connection or handshake failure"), as do
+	// temporary results with Relay "none". A reply to MAIL, RCPT or DATA
+	// (a full mailbox, say) never sets it: a per-recipient problem does
+	// not slow a unit down.
+	Unreachable bool
+	// DSN reports that the next hop announced DSN (RFC 3461 §4), so the
+	// NOTIFY and ORCPT parameters went along and a success notification
+	// is its job; otherwise the queue sends one itself for NOTIFY=SUCCESS
+	// ("relayed" over SMTP, "delivered" over LMTP).
+	DSN bool
 	// Err is an internal error for logs only, may be nil.
 	Err error
 }

@@ -34,18 +34,85 @@ delete your own text from the attached returned message.
                    The mail system
 `
 
+// delayTemplate is Postfix's default delay_template text.
+const delayTemplate = `This is the mail system at host %s.
+
+####################################################################
+# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #
+####################################################################
+
+Your message could not be delivered for more than %s.
+It will be retried until it is %s old.
+
+For further assistance, please send mail to postmaster.
+
+If you do so, please include this problem report. You can
+delete your own text from the attached returned message.
+
+                   The mail system
+`
+
+// successTemplate is Postfix's default success_template text.
+const successTemplate = `This is the mail system at host %s.
+
+Your message was successfully delivered to the destination(s)
+listed below. If the message was delivered to mailbox you will
+receive no further notifications. Otherwise you may still receive
+notifications of mail delivery errors from other systems.
+
+                   The mail system
+`
+
+// dsnKind is the kind of notification.
+type dsnKind int
+
+const (
+	dsnFailure    dsnKind = iota // to the sender: recipients failed (bounce)
+	dsnDelay                     // to the sender: still trying (delay_warning_time)
+	dsnSuccess                   // to the sender: delivered (NOTIFY=SUCCESS)
+	dsnPostmaster                // to 2bounce_notice_recipient: a bounce bounced
+)
+
+func (k dsnKind) subject() string {
+	switch k {
+	case dsnDelay:
+		return "Delayed Mail (still being retried)"
+	case dsnSuccess:
+		return "Successful Mail Delivery Report"
+	case dsnPostmaster:
+		return "Postmaster Copy: Undelivered Mail"
+	}
+	return "Undelivered Mail Returned to Sender"
+}
+
+func (k dsnKind) String() string {
+	switch k {
+	case dsnDelay:
+		return "delay"
+	case dsnSuccess:
+		return "success"
+	case dsnPostmaster:
+		return "postmaster"
+	}
+	return "failure"
+}
+
 // bounce queues one DSN for the recipients that bounced in pass p, from the
-// null sender to the envelope sender. Mail from the null sender is never
-// bounced (a bounce of a bounce is logged and dropped), and recipients
-// whose NOTIFY excludes FAILURE are left out (RFC 3461 §4.1). It returns an
-// error only when the DSN could not be queued; the recipients then stay
+// null sender to the envelope sender; recipients whose NOTIFY excludes
+// FAILURE are left out (RFC 3461 §4.1). A message from the null sender (a
+// bounce) that cannot be delivered is reported to 2bounce_notice_recipient
+// instead, from double_bounce_sender; mail from double_bounce_sender is
+// discarded, so notifications never loop (Postfix bounce(8)). It returns
+// an error only when the DSN could not be queued; the recipients then stay
 // deferred so that the bounce is tried again.
 func (q *Queue) bounce(p *pass, now time.Time) error {
 	env := p.env
-	if env.From.IsNull() {
-		q.log.Warn("undeliverable mail from the null sender discarded; no notification sent",
-			"id", p.m.id, "nrcpt", len(p.bounced))
+	if !env.From.IsNull() && env.From.Key() == q.cfg.DoubleBounceSender.Key() {
+		q.log.Warn("undeliverable postmaster notification discarded", "id", p.m.id, "nrcpt", len(p.bounced))
 		return nil
+	}
+	if env.From.IsNull() {
+		return q.notify(p, dsnPostmaster, p.bounced, now)
 	}
 	var report []outcome
 	for _, o := range p.bounced {
@@ -57,23 +124,67 @@ func (q *Queue) bounce(p *pass, now time.Time) error {
 		q.log.Info("non-delivery notification suppressed by NOTIFY", "id", p.m.id, "nrcpt", len(p.bounced))
 		return nil
 	}
-	// The DSN must be queued even while Run is shutting down.
+	return q.notify(p, dsnFailure, report, now)
+}
+
+// notifyDelay queues the delay warning for the deferred recipients of p
+// whose NOTIFY allows it (RFC 3461 §4.1: DELAY, or no NOTIFY).
+func (q *Queue) notifyDelay(p *pass, now time.Time) error {
+	if p.env.From.IsNull() {
+		return nil
+	}
+	var report []outcome
+	for _, o := range p.deferred {
+		if p.env.Rcpts[o.rcpt].Notify.Has(envelope.NotifyDelay) {
+			report = append(report, o)
+		}
+	}
+	if len(report) == 0 {
+		return nil
+	}
+	return q.notify(p, dsnDelay, report, now)
+}
+
+// notifySuccess queues the success notice for p.succeeded.
+func (q *Queue) notifySuccess(p *pass, now time.Time) error {
+	if p.env.From.IsNull() {
+		return nil
+	}
+	return q.notify(p, dsnSuccess, p.succeeded, now)
+}
+
+// notify queues one notification of kind about report.
+func (q *Queue) notify(p *pass, kind dsnKind, report []outcome, now time.Time) error {
+	env := p.env
+	from, to := envelope.Address{}, env.From
+	if kind == dsnPostmaster {
+		from, to = q.cfg.DoubleBounceSender, q.cfg.TwoBounceRecipient
+	}
+	// The notification must be queued even while Run is shutting down.
 	ctx := context.WithoutCancel(p.ctx)
-	in, err := q.Create(ctx)
+	rcpts, err := q.notifyRcpts(ctx, to)
 	if err != nil {
 		return err
 	}
-	msg, eightBit := q.buildDSN(in.ID(), p, report, now)
+	in, err := q.create(ctx, false)
+	if err != nil {
+		return err
+	}
+	msg, eightBit := q.buildDSN(kind, in.ID(), p, to, report, now)
 	if _, err := in.Write(msg); err != nil {
 		in.Abort()
 		return err
 	}
+	smtputf8 := !to.IsASCII()
+	for _, r := range rcpts {
+		smtputf8 = smtputf8 || !r.Addr.IsASCII()
+	}
 	denv := &envelope.Envelope{
-		From:     envelope.Address{},
-		Rcpts:    []envelope.Recipient{{Addr: env.From, Orig: env.From}},
+		From:     from,
+		Rcpts:    rcpts,
 		Client:   envelope.Client{Name: "localhost", Proto: "bounce"},
 		Received: now,
-		SMTPUTF8: env.SMTPUTF8 || !env.From.IsASCII(),
+		SMTPUTF8: env.SMTPUTF8 || smtputf8,
 	}
 	if eightBit {
 		denv.Body = "8BITMIME"
@@ -81,30 +192,75 @@ func (q *Queue) bounce(p *pass, now time.Time) error {
 	if err := in.Commit(ctx, denv); err != nil {
 		return err
 	}
-	q.log.Info("sender non-delivery notification", "id", p.m.id, "dsn_id", in.ID(),
-		"to", env.From.Bracketed(), "nrcpt", len(report))
+	msgName := map[dsnKind]string{
+		dsnFailure:    "sender non-delivery notification",
+		dsnDelay:      "sender delay notification",
+		dsnSuccess:    "sender delivery status notification",
+		dsnPostmaster: "postmaster non-delivery notification",
+	}[kind]
+	q.log.Info(msgName, "id", p.m.id, "dsn_id", in.ID(), "to", to.Bracketed(), "nrcpt", len(report))
 	return nil
 }
 
-// buildDSN renders the notification. It reports whether the result has
-// 8-bit content.
-func (q *Queue) buildDSN(dsnID string, p *pass, report []outcome, now time.Time) ([]byte, bool) {
+// notifyRcpts is where a notification to a goes: a itself, or what
+// virtual_alias_maps makes of it when the router can expand (a sender in
+// one of our own domains, postmaster). A lookup failure is returned, so
+// that the notification is tried again rather than misrouted.
+func (q *Queue) notifyRcpts(ctx context.Context, a envelope.Address) ([]envelope.Recipient, error) {
+	addrs := []envelope.Address{a}
+	if q.expander != nil {
+		exp, _, err := q.expander.Expand(ctx, a)
+		if err != nil {
+			return nil, fmt.Errorf("queue: expand notification recipient %s: %w", a, err)
+		}
+		if len(exp) > 0 {
+			addrs = exp
+		}
+	}
+	rcpts := make([]envelope.Recipient, len(addrs))
+	for i, x := range addrs {
+		// NOTIFY=NEVER would be pointless on a notification itself, but a
+		// notification must not cause another: it goes from the null
+		// sender, or from double_bounce_sender.
+		rcpts[i] = envelope.Recipient{Addr: x, Orig: a}
+	}
+	return rcpts, nil
+}
+
+// buildDSN renders a notification of kind to to. It reports whether the
+// result has 8-bit content.
+func (q *Queue) buildDSN(kind dsnKind, dsnID string, p *pass, to envelope.Address, report []outcome, now time.Time) ([]byte, bool) {
 	env := p.env
 	host := q.cfg.Hostname
 	date := now.Format(time.RFC1123Z)
 	boundary := fmt.Sprintf("%s.%d/%s", p.m.id, now.Unix(), host)
+	life := q.cfg.MaxLifetime
+	if env.From.IsNull() {
+		life = q.cfg.BounceLifetime
+	}
 
 	// Human-readable part first: its charset decides the encoding.
 	var text strings.Builder
-	fmt.Fprintf(&text, failureTemplate, host)
+	switch kind {
+	case dsnDelay:
+		fmt.Fprintf(&text, delayTemplate, host, humanDuration(q.cfg.DelayWarning), humanDuration(life))
+	case dsnSuccess:
+		fmt.Fprintf(&text, successTemplate, host)
+	default:
+		fmt.Fprintf(&text, failureTemplate, host)
+	}
 	for _, o := range report {
 		r := env.Rcpts[o.rcpt]
 		line := r.Addr.Bracketed()
 		if !r.Orig.IsNull() && r.Orig != r.Addr {
 			line += " (expanded from " + r.Orig.Bracketed() + ")"
 		}
+		why := reason(o)
+		if kind == dsnSuccess {
+			why = "delivery via " + relayHost(o.relay) + ": " + o.reply.String()
+		}
 		text.WriteString("\n")
-		for _, l := range wrap(line+": "+reason(o), 79, 4) {
+		for _, l := range wrap(line+": "+why, 79, 4) {
 			text.WriteString(l + "\n")
 		}
 	}
@@ -117,8 +273,8 @@ func (q *Queue) buildDSN(dsnID string, p *pass, report []outcome, now time.Time)
 	h("Received: by %s (mxfront) id %s; %s", host, dsnID, date)
 	h("Date: %s", date)
 	h("From: MAILER-DAEMON@%s (Mail Delivery System)", host)
-	h("Subject: Undelivered Mail Returned to Sender")
-	h("To: %s", env.From.String())
+	h("Subject: %s", kind.subject())
+	h("To: %s", to.String())
 	h("Auto-Submitted: auto-replied") // RFC 3834 §5
 	h("MIME-Version: 1.0")
 	h("Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"%s\"", boundary)
@@ -164,11 +320,22 @@ func (q *Queue) buildDSN(dsnID string, p *pass, report []outcome, now time.Time)
 		if r.ORCPT != "" {
 			// RFC 3464 §2.3.1: only when ORCPT was given.
 			if typ, addr, ok := strings.Cut(r.ORCPT, ";"); ok {
-				h("Original-Recipient: %s; %s", dsnText(strings.TrimSpace(typ)), dsnText(strings.TrimSpace(addr)))
+				// The address type is case-insensitive; rfc822 is how
+				// Postfix and RFC 3464's examples write it.
+				h("Original-Recipient: %s; %s", dsnText(strings.ToLower(strings.TrimSpace(typ))), dsnText(strings.TrimSpace(addr)))
 			}
 		}
-		h("Action: failed")
-		h("Status: %s", dsnCode(o.reply, true))
+		switch kind {
+		case dsnDelay:
+			h("Action: delayed")
+			h("Status: %s", dsnCode(o.reply, false))
+		case dsnSuccess:
+			h("Action: %s", o.action)
+			h("Status: %s", dsnCode(o.reply, false))
+		default:
+			h("Action: failed")
+			h("Status: %s", dsnCode(o.reply, true))
+		}
 		if name := remoteMTA(o.relay); name != "" {
 			h("Remote-MTA: dns; %s", dsnText(name))
 		}
@@ -179,11 +346,23 @@ func (q *Queue) buildDSN(dsnID string, p *pass, report []outcome, now time.Time)
 			b.WriteString(l)
 		}
 		b.WriteString("\r\n")
+		if kind == dsnDelay && !env.Received.IsZero() {
+			// RFC 3464 §2.3.9
+			h("Will-Retry-Until: %s", env.Received.Add(life).Format(time.RFC1123Z))
+		}
 	}
 
-	// (3) the original: message/rfc822 if it fits bounce_size_limit and the
-	// sender did not ask for RET=HDRS, else text/rfc822-headers.
-	hdrsOnly := env.Ret == "HDRS" || env.Size > int64(q.cfg.BounceSizeLimit)
+	// (3) the original: message/rfc822 for a failure if it fits
+	// bounce_size_limit and the sender did not ask for RET=HDRS, else
+	// text/rfc822-headers. Delay and success notices return the headers
+	// (RFC 3461 §4.3: RET is about failures).
+	hdrsOnly := env.Size > int64(q.cfg.BounceSizeLimit)
+	switch kind {
+	case dsnFailure:
+		hdrsOnly = hdrsOnly || env.Ret == "HDRS"
+	case dsnDelay, dsnSuccess:
+		hdrsOnly = true
+	}
 	h("")
 	h("--%s", boundary)
 	if hdrsOnly {
@@ -216,6 +395,28 @@ func (q *Queue) buildDSN(dsnID string, p *pass, report []outcome, now time.Time)
 	h("")
 	h("--%s--", boundary)
 	return b.Bytes(), eightBit
+}
+
+// humanDuration renders a duration the way the notification texts speak:
+// "4 hour(s)", "5 day(s)".
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%d day(s)", d/(24*time.Hour))
+	case d >= time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%d hour(s)", d/time.Hour)
+	case d >= time.Minute && d%time.Minute == 0:
+		return fmt.Sprintf("%d minute(s)", d/time.Minute)
+	}
+	return fmt.Sprintf("%d second(s)", int64(d.Round(time.Second)/time.Second))
+}
+
+// relayHost is "name[addr]:port" without the port, for texts.
+func relayHost(relay string) string {
+	if i := strings.LastIndexByte(relay, ']'); i >= 0 {
+		return relay[:i+1]
+	}
+	return relay
 }
 
 // readOriginal returns the content to return: all of it, or the header

@@ -91,7 +91,7 @@ func TestBuildDSNStructure(t *testing.T) {
 	p := &pass{m: &message{id: "ABCDEFGHJKMN"}, env: env}
 	long := envelope.NewReply(550, envelope.Enhanced{5, 7, 1},
 		strings.Repeat("very long rejection text with\x01control chars ", 5))
-	msg, eight := q.buildDSN("0123456789AB", p, []outcome{{rcpt: 0, reply: long, relay: "[192.0.2.7]:25"}}, env.Received)
+	msg, eight := q.buildDSN(dsnFailure, "0123456789AB", p, env.From, []outcome{{rcpt: 0, reply: long, relay: "[192.0.2.7]:25"}}, env.Received)
 	if !eight {
 		t.Error("8BITMIME original but DSN not 8bit")
 	}

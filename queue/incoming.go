@@ -28,13 +28,22 @@ type Incoming struct {
 	done bool  // committed, aborted, or failed
 	// reused: f is a recycled queue file, truncated to length at Commit.
 	reused bool
+	// replaces is the ID of the message this one supersedes (requeue).
+	replaces string
 }
 
 var errFinished = errors.New("queue: message already committed or aborted")
 
-// Create starts a new message with a fresh queue ID. Its temporary file lives
-// in Dir/incoming/ until Commit; recovery removes whatever is left there.
+// Create starts a new message with a fresh queue ID. Its temporary file
+// lives in Dir/msg/ID.tmp until Commit; recovery removes whatever is left.
+// When the queue is full (Admit) it fails with 452 4.3.1.
 func (q *Queue) Create(ctx context.Context) (*Incoming, error) {
+	return q.create(ctx, true)
+}
+
+// create is Create; admit false skips the backpressure check (for the
+// notifications and requeued copies the queue makes itself).
+func (q *Queue) create(ctx context.Context, admit bool) (*Incoming, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &envelope.Error{Reply: envelope.ReplyLocalError, Err: err}
 	}
@@ -43,6 +52,11 @@ func (q *Queue) Create(ctx context.Context) (*Incoming, error) {
 	q.mu.Unlock()
 	if closed {
 		return nil, &envelope.Error{Reply: envelope.ReplyLocalError, Err: errors.New("queue: closed")}
+	}
+	if admit {
+		if err := q.Admit(ctx, 0); err != nil {
+			return nil, err
+		}
 	}
 	id := q.ids.next(q.now())
 	// The temporary file lives beside its final name: a rename within one
@@ -138,7 +152,7 @@ func (in *Incoming) commit(ctx context.Context, env *envelope.Envelope) error {
 	if env.Received.IsZero() {
 		env.Received = now
 	}
-	meta, err := json.Marshal(fileMeta{Env: env, Queued: now})
+	meta, err := json.Marshal(fileMeta{Env: env, Queued: now, Replaces: in.replaces})
 	if err != nil {
 		return &envelope.Error{Reply: envelope.ReplyLocalError, Err: err}
 	}

@@ -277,7 +277,7 @@ func TestNoDSN(t *testing.T) {
 		notify envelope.Notify
 		log    string
 	}{
-		{"null sender", "", 0, "undeliverable mail from the null sender discarded; no notification sent"},
+		{"double-bounce sender", "double-bounce@mx.test", 0, "undeliverable postmaster notification discarded"},
 		{"NOTIFY=NEVER", "alice@sender.test", envelope.NotifyNever, "non-delivery notification suppressed by NOTIFY"},
 		{"NOTIFY=SUCCESS", "alice@sender.test", envelope.NotifySuccess, "non-delivery notification suppressed by NOTIFY"},
 	} {
@@ -423,9 +423,19 @@ func TestBounceLifetimeForNullSender(t *testing.T) {
 	env := testEnv("", "bob@unit1.test")
 	env.Received = clock.Now().Add(-2 * time.Hour)
 	commit(t, h.q, env, testBody("old bounce"))
-	waitFor(t, "removal", func() bool { return len(h.logs.lines("removed")) == 1 })
-	if n := len(h.logs.lines("undeliverable mail from the null sender discarded; no notification sent")); n != 1 {
-		t.Errorf("bounce of a bounce not logged")
+	// The bounce expires after bounce_queue_lifetime; a bounce of a bounce
+	// goes to 2bounce_notice_recipient, from double_bounce_sender.
+	waitFor(t, "removal", func() bool { return len(h.logs.lines("removed")) == 2 })
+	if n := len(h.logs.lines("postmaster non-delivery notification")); n != 1 {
+		t.Errorf("postmaster notification not logged")
+	}
+	calls := callsTo(del.snapshot(), "postmaster@mx.test")
+	if len(calls) != 1 || calls[0].from != "double-bounce@mx.test" {
+		t.Fatalf("postmaster notification: %+v", calls)
+	}
+	if !strings.Contains(calls[0].body, "Subject: Postmaster Copy: Undelivered Mail") ||
+		!strings.Contains(calls[0].body, "Subject: old bounce") {
+		t.Errorf("postmaster notification:\n%s", calls[0].body)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // recoveryWorkers bounds the files validated in parallel at Open.
@@ -29,7 +30,9 @@ func (q *Queue) recover() error {
 		}
 		q.log.Info("removed incomplete queue file", "id", e.Name(), "dir", dirIncoming)
 	}
-	// hold/ and corrupt/: only their IDs matter here.
+	// hold/ and corrupt/: only their IDs matter here (and hold/'s state
+	// files, see reunite).
+	held, heldStates := map[string]bool{}, map[string]bool{}
 	for _, sub := range []string{dirHold, dirCorrupt} {
 		ents, err := os.ReadDir(q.path(sub, ""))
 		if err != nil {
@@ -38,8 +41,13 @@ func (q *Queue) recover() error {
 		for _, e := range ents {
 			id := strings.TrimSuffix(e.Name(), stateSuffix)
 			q.ids.floor(id)
-			if sub == dirHold && id == e.Name() && validID(id) {
-				q.held++
+			if sub == dirHold && validID(id) {
+				if id == e.Name() {
+					q.held++
+					held[id] = true
+				} else {
+					heldStates[id] = true
+				}
 			}
 		}
 	}
@@ -73,11 +81,15 @@ func (q *Queue) recover() error {
 	if len(ids) > 0 {
 		q.ids.floor(ids[len(ids)-1])
 	}
+	if err := q.reunite(ids, states, held, heldStates); err != nil {
+		return err
+	}
 
 	// Validate in parallel; the schedule is built in ID order below.
 	type loaded struct {
-		m   *message
-		err error
+		m        *message
+		replaces string
+		err      error
 	}
 	out := make([]loaded, len(ids))
 	var wg sync.WaitGroup
@@ -87,8 +99,8 @@ func (q *Queue) recover() error {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				m, err := q.loadMessage(ids[i], states[ids[i]])
-				out[i] = loaded{m, err}
+				m, replaces, err := q.loadMessage(dirMsg, ids[i], states[ids[i]])
+				out[i] = loaded{m, replaces, err}
 			}
 		}()
 	}
@@ -98,11 +110,38 @@ func (q *Queue) recover() error {
 	close(next)
 	wg.Wait()
 
+	// A requeued message supersedes the one it was made from: a crash
+	// between committing the new file and removing the old one must not
+	// deliver the old recipients again.
+	index := make(map[string]int, len(ids))
+	for i, id := range ids {
+		index[id] = i
+	}
+	superseded := map[string]bool{}
+	for _, l := range out {
+		if l.err != nil || l.replaces == "" || !validID(l.replaces) {
+			continue
+		}
+		old := l.replaces
+		if _, ok := index[old]; ok {
+			superseded[old] = true
+		} else if held[old] {
+			q.deleteFiles(dirHold, old, nil)
+			q.held--
+			q.log.Info("removed", "id", old, "reason", "superseded by requeued message "+l.m.id)
+		}
+	}
+
 	now := q.now()
 	var nready, ndeferred, ndamaged int
 	for i, id := range ids {
 		delete(states, id)
 		m, err := out[i].m, out[i].err
+		if superseded[id] {
+			q.deleteFiles(dirMsg, id, nil)
+			q.log.Info("removed", "id", id, "reason", "superseded by a requeued message")
+			continue
+		}
 		switch {
 		case errors.Is(err, ErrCorrupt):
 			q.moveCorrupt(id, err)
@@ -143,17 +182,68 @@ func (q *Queue) recover() error {
 	return nil
 }
 
-// loadMessage validates msg/ID and replays its state file.
-func (q *Queue) loadMessage(id string, hasState bool) (*message, error) {
-	f, err := os.Open(q.path(dirMsg, id))
+// reunite gives each state file back to its message when a crash fell
+// between the two renames of a hold or release (spool.go): a state file in
+// msg/ whose message is in hold/ moves there, and the reverse. Orphans in
+// hold/ are removed; those in msg/ are left for recover.
+func (q *Queue) reunite(ids []string, states, held, heldStates map[string]bool) error {
+	inMsg := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		inMsg[id] = true
+	}
+	moved := false
+	for id := range states {
+		if !inMsg[id] && held[id] && !heldStates[id] {
+			if err := os.Rename(q.path(dirMsg, id+stateSuffix), q.path(dirHold, id+stateSuffix)); err != nil {
+				return fmt.Errorf("queue: %w", err)
+			}
+			delete(states, id)
+			moved = true
+			q.log.Info("queue state file moved to its message", "id", id, "dir", dirHold)
+		}
+	}
+	for id := range heldStates {
+		switch {
+		case held[id]:
+		case inMsg[id] && !states[id]:
+			if err := os.Rename(q.path(dirHold, id+stateSuffix), q.path(dirMsg, id+stateSuffix)); err != nil {
+				return fmt.Errorf("queue: %w", err)
+			}
+			states[id] = true
+			moved = true
+			q.log.Info("queue state file moved to its message", "id", id, "dir", dirMsg)
+		default:
+			os.Remove(q.path(dirHold, id+stateSuffix))
+			q.log.Info("removed orphaned queue state file", "id", id, "dir", dirHold)
+		}
+	}
+	if moved {
+		if err := q.commit.syncDir(q.holdDir); err != nil {
+			return fmt.Errorf("queue: fsync %s: %w", dirHold, err)
+		}
+	}
+	return nil
+}
+
+// loadMessage validates sub/ID and replays its state file. It also returns
+// the ID of the message this one replaces (requeue), if any.
+func (q *Queue) loadMessage(sub, id string, hasState bool) (*message, string, error) {
+	f, err := os.Open(q.path(sub, id))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	sf, err := readSpoolFile(f, id)
 	f.Close()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	m, err := q.replay(sub, id, sf, hasState)
+	return m, sf.meta.Replaces, err
+}
+
+// replay builds the scheduler record of a validated message file from its
+// state file.
+func (q *Queue) replay(sub, id string, sf *spoolFile, hasState bool) (*message, error) {
 	env := sf.meta.Env
 	m := &message{
 		id:         id,
@@ -168,7 +258,7 @@ func (q *Queue) loadMessage(id string, hasState bool) (*message, error) {
 	if !hasState {
 		return m, nil
 	}
-	path := q.path(dirMsg, id+stateSuffix)
+	path := q.path(sub, id+stateSuffix)
 	sfile, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return m, nil
@@ -207,7 +297,24 @@ func (q *Queue) loadMessage(id string, hasState bool) (*message, error) {
 		case recordDefer:
 			m.attempts = rec.Attempts
 			m.next = rec.Next
+			m.flags &^= flagRequeue // an attempt since the request
+			m.dests = m.dests[:0]
+			for _, r := range rec.Reasons {
+				if r.Dest != "" && !slices.Contains(m.dests, r.Dest) {
+					m.dests = append(m.dests, q.keys.get(r.Dest))
+				}
+			}
+		case recordFlush, recordRelease:
+			m.next = time.Time{}
+		case recordRequeue:
+			m.flags |= flagRequeue
+			m.next = time.Time{}
+		case recordWarned:
+			m.flags |= flagWarned
 		}
+	}
+	if len(m.dests) == 0 {
+		m.dests = nil
 	}
 	return m, nil
 }

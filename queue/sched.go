@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,13 +32,34 @@ import (
 //
 // Only small records of deferred messages stay in memory; their envelopes
 // are read back when they are next due.
+//
+// Each destination has a concurrency window (Postfix's concurrency
+// scheduler): it starts at initial_destination_concurrency, grows by one
+// per window of transactions that reached a server, up to
+// default_destination_concurrency_limit, and shrinks on connection or
+// handshake failures; a failed cohort makes the destination dead. Replies
+// about single recipients (a full mailbox) count as reaching the server:
+// they never slow a unit down.
 
 type msgState uint8
 
 const (
-	stateReady    msgState = iota // due, waiting for an active slot
+	stateReady    msgState = iota // due (a retry, or recovered), waiting for an active slot
 	stateActive                   // a pass is in progress
 	stateDeferred                 // waiting in the deferred heap
+	stateFresh                    // just committed ("incoming"), waiting for an active slot
+)
+
+// msgFlags are operator requests and facts about a message; guarded by
+// sched.mu.
+type msgFlags uint8
+
+const (
+	flagDelete  msgFlags = 1 << iota // delete when the pass in progress ends
+	flagHold                         // put on hold when the pass in progress ends
+	flagRequeue                      // expand the recipients again at the next pass
+	flagForce                        // the next pass ignores defer_transports (flush)
+	flagWarned                       // the delay warning was sent
 )
 
 // message is the scheduler's record of one queued message.
@@ -54,8 +76,13 @@ type message struct {
 	attempts int
 	next     time.Time
 	state    msgState
+	flags    msgFlags // always guarded by sched.mu
 	heapIdx  int
 	env      *envelope.Envelope // cached while ready/active; nil when deferred
+	// dests are the destinations (interned Route.Key values) of the
+	// recipients deferred at the last attempt: FlushUnit and ReleaseUnit
+	// find a unit's mail by them.
+	dests []string
 }
 
 func (m *message) pending() int {
@@ -98,13 +125,18 @@ func (h *msgHeap) Pop() any {
 
 // destination is the per-Route.Key scheduling state (Postfix "queue").
 type destination struct {
-	key       string
-	jobs      []*job
-	running   int
-	inRing    bool
-	fails     int       // consecutive transactions that reached no server
-	deadUntil time.Time // "delivery temporarily suspended" until then
-	deadReply envelope.Reply
+	key     string
+	jobs    []*job
+	running int
+	inRing  bool
+	// window is the concurrency window (slow start); failCohorts counts
+	// the cohorts of transactions that reached no server since the last
+	// one that did (each such transaction adds 1/window).
+	window      float64
+	failCohorts float64
+	deadUntil   time.Time // "delivery temporarily suspended" until then
+	deadReply   envelope.Reply
+	nextStart   time.Time // default_destination_rate_delay: no transaction before
 }
 
 func (d *destination) dead(now time.Time) bool { return now.Before(d.deadUntil) }
@@ -128,11 +160,40 @@ type sched struct {
 	closed   bool
 	runCtx   context.Context
 	wg       sync.WaitGroup
+
+	// wake re-runs dispatch at wakeT (default_destination_rate_delay).
+	wake  *time.Timer
+	wakeT time.Time
+
+	holds       []UnitHold        // units on hold (units.go)
+	holdReasons map[string]string // reasons of holds requested during a pass
+	keys        interner          // Route.Key strings shared by message records
 }
 
 func (s *sched) init() {
 	s.msgs = make(map[string]*message)
 	s.dests = make(map[string]*destination)
+	s.holdReasons = make(map[string]string)
+}
+
+// interner shares equal strings (destination keys kept per deferred
+// message), so 100 000 messages for one unit hold one copy of its key.
+type interner struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (in *interner) get(s string) string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.m[s]; ok {
+		return v
+	}
+	if in.m == nil {
+		in.m = make(map[string]string)
+	}
+	in.m[s] = s
+	return s
 }
 
 // outcome is one recipient's result in a pass.
@@ -140,8 +201,11 @@ type outcome struct {
 	rcpt        int
 	reply       envelope.Reply
 	relay       string
+	dest        string // Route.Key of the attempt ("" when routing failed)
 	setup, xmit time.Duration
 	status      string // sent, deferred, bounced, expired
+	action      string // success notices: "delivered" (LMTP) or "relayed"
+	unitHold    bool   // deferred because its unit was on hold
 }
 
 const statusDeferred = "deferred"
@@ -157,6 +221,7 @@ type pass struct {
 	unrecorded  []int // delivered in the last transaction, not yet in the state file
 	bounced     []outcome
 	deferred    []outcome
+	succeeded   []outcome // delivered with NOTIFY=SUCCESS to a next hop without DSN
 
 	st     *os.File // state file, opened on first append
 	stSize int64
@@ -186,6 +251,9 @@ type job struct {
 // results, and returns nil. Mail not delivered stays queued; a later Run or
 // Open picks it up without counting the interrupted attempt.
 func (q *Queue) Run(ctx context.Context) error {
+	if q.offline {
+		return errors.New("queue: Run on a queue opened with OpenOffline")
+	}
 	q.mu.Lock()
 	switch {
 	case q.closed:
@@ -223,6 +291,10 @@ func (q *Queue) stop() {
 		d.inRing = false
 	}
 	q.ring = nil
+	if q.wake != nil {
+		q.wake.Stop()
+		q.wakeT = time.Time{}
+	}
 	q.mu.Unlock()
 	for _, j := range drained {
 		q.jobDone(j, fillResults(j, envelope.ReplyShutdown, nil), false)
@@ -240,26 +312,40 @@ func (q *Queue) scan() {
 		q.makeDue(heap.Pop(&q.deferred).(*message))
 	}
 	for k, d := range q.dests {
-		if len(d.jobs) == 0 && d.running == 0 && !d.dead(now) {
+		if len(d.jobs) == 0 && d.running == 0 && !d.dead(now) && !now.Before(d.nextStart) {
 			delete(q.dests, k)
 		}
 	}
 	q.pump()
 }
 
-// Flush makes every deferred message due now and forgets dead destinations
-// (postqueue -f, SIGUSR1).
+// Flush makes every deferred message due now, forgets dead destinations,
+// and lets the next attempt ignore defer_transports (postqueue -f,
+// SIGUSR1). Units on hold stay on hold.
 func (q *Queue) Flush() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.deferred.Len() > 0 {
-		q.makeDue(heap.Pop(&q.deferred).(*message))
+		m := heap.Pop(&q.deferred).(*message)
+		m.flags |= flagForce
+		q.makeDue(m)
+	}
+	for _, m := range q.fresh {
+		m.flags |= flagForce
+	}
+	for _, m := range q.due {
+		m.flags |= flagForce
 	}
 	for _, d := range q.dests {
-		d.deadUntil = time.Time{}
-		d.fails = 0
+		d.revive()
 	}
 	q.pump()
+}
+
+// revive forgets that d was dead.
+func (d *destination) revive() {
+	d.deadUntil = time.Time{}
+	d.failCohorts = 0
 }
 
 // Stats counts the queued messages.
@@ -274,8 +360,52 @@ func (q *Queue) Stats() Stats {
 // makeFresh queues a just-committed message for activation. Caller holds
 // q.mu.
 func (q *Queue) makeFresh(m *message) {
-	m.state = stateReady
+	m.state = stateFresh
 	q.fresh = append(q.fresh, m)
+}
+
+// unschedule takes a message that is not active out of the schedule.
+// Caller holds q.mu.
+func (q *Queue) unschedule(m *message) {
+	drop := func(list *[]*message) {
+		for i, x := range *list {
+			if x == m {
+				*list = append((*list)[:i], (*list)[i+1:]...)
+				return
+			}
+		}
+	}
+	switch m.state {
+	case stateFresh:
+		drop(&q.fresh)
+	case stateReady:
+		drop(&q.due)
+	case stateDeferred:
+		if m.heapIdx >= 0 && m.heapIdx < len(q.deferred) && q.deferred[m.heapIdx] == m {
+			heap.Remove(&q.deferred, m.heapIdx)
+		}
+	}
+	m.env = nil
+	delete(q.msgs, m.id)
+}
+
+// wakeAt makes dispatch run again at t. Caller holds q.mu.
+func (q *Queue) wakeAt(t time.Time) {
+	if !q.wakeT.IsZero() && !t.Before(q.wakeT) {
+		return
+	}
+	q.wakeT = t
+	d := max(t.Sub(q.now()), time.Millisecond)
+	if q.wake == nil {
+		q.wake = time.AfterFunc(d, func() {
+			q.mu.Lock()
+			q.wakeT = time.Time{}
+			q.pump()
+			q.mu.Unlock()
+		})
+		return
+	}
+	q.wake.Reset(d)
 }
 
 // makeDue queues a retry (or recovered message) for activation. Caller
@@ -347,7 +477,7 @@ func (q *Queue) dispatch() {
 			}
 			d.inRing = false
 			q.ring = append(q.ring[:q.ringPos], q.ring[q.ringPos+1:]...)
-			if d.running == 0 && !d.dead(now) {
+			if d.running == 0 && !d.dead(now) && !now.Before(d.nextStart) {
 				delete(q.dests, d.key)
 			}
 			continue
@@ -355,7 +485,14 @@ func (q *Queue) dispatch() {
 		if q.busy >= q.cfg.ProcessLimit {
 			return
 		}
-		if d.running >= q.cfg.ConcurrencyLimit {
+		if d.running >= q.limit(d) {
+			q.ringPos++
+			idle++
+			continue
+		}
+		if now.Before(d.nextStart) {
+			// default_destination_rate_delay
+			q.wakeAt(d.nextStart)
 			q.ringPos++
 			idle++
 			continue
@@ -370,6 +507,15 @@ func (q *Queue) dispatch() {
 		q.ringPos++
 		idle = 0
 	}
+}
+
+// limit is the number of parallel transactions d may have now: its
+// concurrency window, or one with default_destination_rate_delay.
+func (q *Queue) limit(d *destination) int {
+	if q.cfg.RateDelay > 0 {
+		return 1
+	}
+	return max(1, int(d.window))
 }
 
 // suspend completes jobs of a dead destination with a deferral. Caller holds
@@ -393,7 +539,7 @@ func (q *Queue) enqueueJob(j *job) {
 	key := j.route.Key()
 	d := q.dests[key]
 	if d == nil {
-		d = &destination{key: key}
+		d = &destination{key: key, window: q.initialWindow()}
 		q.dests[key] = d
 	}
 	j.dest = d
@@ -402,6 +548,10 @@ func (q *Queue) enqueueJob(j *job) {
 		d.inRing = true
 		q.ring = append(q.ring, d)
 	}
+}
+
+func (q *Queue) initialWindow() float64 {
+	return float64(min(q.cfg.InitialConcurrency, q.cfg.ConcurrencyLimit))
 }
 
 // startPass routes the pending recipients of m and queues its transactions.
@@ -414,7 +564,17 @@ func (q *Queue) startPass(ctx context.Context, m *message) {
 		q.mu.Unlock()
 	}()
 	if ctx.Err() != nil {
-		q.requeue(m)
+		q.unstart(m)
+		return
+	}
+	q.mu.Lock()
+	flags := m.flags
+	m.flags &^= flagForce | flagRequeue
+	q.mu.Unlock()
+	if flags&(flagDelete|flagHold) != 0 {
+		// Requested while the message waited for its turn.
+		q.forget(m)
+		q.settleRequest(m.id, flags)
 		return
 	}
 	env := m.env
@@ -424,6 +584,9 @@ func (q *Queue) startPass(ctx context.Context, m *message) {
 			q.loadFailed(m, err)
 			return
 		}
+	}
+	if flags&flagRequeue != 0 && q.expander != nil && q.rewrite(ctx, m, env) {
+		return // replaced by a new message
 	}
 	p := &pass{m: m, env: env, ctx: ctx}
 	now := q.now()
@@ -440,16 +603,17 @@ func (q *Queue) startPass(ctx context.Context, m *message) {
 		route, err := q.router.Route(ctx, r.Addr)
 		if err != nil {
 			if ctx.Err() != nil {
-				q.requeue(m)
+				q.unstart(m)
 				return
 			}
-			p.immediate(q, i, envelope.ReplyTempLookup, now, err)
+			p.immediate(q, i, "", envelope.ReplyTempLookup, now, err)
 			continue
 		}
+		key := route.Key()
 		switch route.Transport {
 		case envelope.TransportError:
 			// error(8): bounce, or defer when the text is a 4.X.X status.
-			p.immediate(q, i, routeReply(route, 550), now, nil)
+			p.immediate(q, i, key, routeReply(route, 550), now, nil)
 			continue
 		case envelope.TransportRetry:
 			// retry(8): always defer.
@@ -457,7 +621,22 @@ func (q *Queue) startPass(ctx context.Context, m *message) {
 			if !reply.Temporary() {
 				reply = envelope.NewReply(450, envelope.Enhanced{4, reply.Enhanced[1], reply.Enhanced[2]}, reply.Text)
 			}
-			p.immediate(q, i, reply, now, nil)
+			p.immediate(q, i, key, reply, now, nil)
+			continue
+		}
+		if h, held := q.unitHeld(key); held {
+			// A unit on hold for maintenance: no attempt until released.
+			text := "unit on hold"
+			if h.Reason != "" {
+				text += ": " + h.Reason
+			}
+			p.immediate(q, i, key, envelope.NewReply(450, envelope.Enhanced{4, 3, 2}, text), now, nil)
+			p.deferred[len(p.deferred)-1].unitHold = true
+			continue
+		}
+		if flags&flagForce == 0 && slices.Contains(q.cfg.DeferTransports, route.Transport) {
+			// defer_transports: only a flush delivers this mail.
+			p.immediate(q, i, key, envelope.NewReply(450, envelope.Enhanced{4, 3, 2}, "deferred transport"), now, nil)
 			continue
 		}
 		g := byKey[route.Key()]
@@ -516,10 +695,11 @@ func routeReply(r envelope.Route, def int) envelope.Reply {
 	return envelope.NewReply(def, envelope.Enhanced{def / 100, 0, 0}, text)
 }
 
-// immediate records a result that needed no transaction (routing). Only the
-// pass's starter calls it, before any job exists.
-func (p *pass) immediate(q *Queue, rcpt int, reply envelope.Reply, now time.Time, err error) {
-	o := outcome{rcpt: rcpt, reply: reply, relay: "none"}
+// immediate records a result that needed no transaction (routing, a unit
+// on hold, a deferred transport). Only the pass's starter calls it, before
+// any job exists.
+func (p *pass) immediate(q *Queue, rcpt int, dest string, reply envelope.Reply, now time.Time, err error) {
+	o := outcome{rcpt: rcpt, reply: reply, relay: "none", dest: dest}
 	if reply.Permanent() {
 		o.status = statusBounced
 		p.bounced = append(p.bounced, o)
@@ -530,9 +710,9 @@ func (p *pass) immediate(q *Queue, rcpt int, reply envelope.Reply, now time.Time
 	q.logOutcome(p, o, err, now)
 }
 
-// requeue returns an activated message to the ready list untouched
+// unstart returns an activated message to the ready list untouched
 // (shutdown).
-func (q *Queue) requeue(m *message) {
+func (q *Queue) unstart(m *message) {
 	q.mu.Lock()
 	q.active--
 	q.makeDue(m)
@@ -594,6 +774,9 @@ func (q *Queue) runJob(ctx context.Context, j *job) {
 	d := j.dest
 	d.running--
 	q.busy--
+	if q.cfg.RateDelay > 0 {
+		d.nextStart = now.Add(q.cfg.RateDelay)
+	}
 	if ctx.Err() == nil {
 		q.feedback(d, results, now)
 	}
@@ -602,34 +785,52 @@ func (q *Queue) runJob(ctx context.Context, j *job) {
 	q.jobDone(j, results, true)
 }
 
-// feedback updates a destination's health after a transaction. After
-// deadAfter consecutive transactions that reached no server (all results
-// 4xx, relay "none") the destination is dead for minimal_backoff_time: its
-// waiting mail is deferred without an attempt, as Postfix qmgr does once a
-// destination's concurrency window has failed. Caller holds q.mu.
+// feedback updates a destination's concurrency window and health after a
+// transaction, like Postfix qmgr's concurrency feedback with its default
+// positive and negative feedback of 1/window: a transaction that reached
+// a server widens the window by 1/window (one per window of successes),
+// up to ConcurrencyLimit; one that reached none narrows it by 1/window
+// (never below 1) and adds 1/window to the failed cohorts. At
+// FailedCohortLimit failed cohorts the destination is dead for
+// minimal_backoff_time: its waiting mail is deferred without an attempt
+// ("delivery temporarily suspended"), and the window starts again from
+// initial_destination_concurrency. Caller holds q.mu.
 func (q *Queue) feedback(d *destination, results []Result, now time.Time) {
-	for _, r := range results {
-		if !r.Reply.Temporary() || (r.Relay != "" && r.Relay != "none") {
-			if d.dead(now) {
-				q.log.Info("destination is reachable again", "dest", d.key)
-			}
-			d.fails = 0
-			d.deadUntil = time.Time{}
-			return
+	if reachedServer(results) {
+		if d.dead(now) || d.failCohorts > 0 {
+			q.log.Info("destination is reachable again", "dest", d.key)
 		}
+		d.revive()
+		if limit := float64(q.cfg.ConcurrencyLimit); d.window < limit {
+			d.window = min(d.window+1/d.window, limit)
+		}
+		return
 	}
-	d.fails++
-	if d.fails >= min(deadAfter, q.cfg.ConcurrencyLimit) && !d.dead(now) {
+	d.failCohorts += 1 / d.window
+	d.window = max(1, d.window-1/d.window)
+	if d.failCohorts >= float64(q.cfg.FailedCohortLimit)-1e-9 && !d.dead(now) {
 		d.deadUntil = now.Add(q.cfg.MinimalBackoff)
 		d.deadReply = results[0].Reply
+		d.failCohorts = 0
+		d.window = q.initialWindow()
 		q.log.Warn("destination dead; delivery temporarily suspended", "dest", d.key,
 			"until", d.deadUntil.Format(time.RFC3339), "reply", d.deadReply.String())
 	}
 }
 
-// deadAfter is like Postfix's initial_destination_concurrency (5): that many
-// connection failures in a row make a destination dead.
-const deadAfter = 5
+// reachedServer reports whether a transaction got as far as a mail
+// transaction with some server (see Result.Unreachable).
+func reachedServer(results []Result) bool {
+	for _, r := range results {
+		if r.Unreachable {
+			continue
+		}
+		if !r.Reply.Temporary() || (r.Relay != "" && r.Relay != "none") {
+			return true
+		}
+	}
+	return false
+}
 
 var replyReadError = envelope.NewReply(451, envelope.Enhanced{4, 3, 0}, "mail system error: queue file read error")
 
@@ -707,13 +908,23 @@ func (q *Queue) jobDone(j *job, results []Result, logit bool) {
 	p.mu.Lock()
 	last := p.outstanding == 1
 	var delivered []int
+	dest := j.route.Key()
 	for i, r := range results {
-		o := outcome{rcpt: j.rcpts[i], reply: r.Reply, relay: r.Relay, setup: r.Setup, xmit: r.Xmit}
+		o := outcome{rcpt: j.rcpts[i], reply: r.Reply, relay: r.Relay, dest: dest, setup: r.Setup, xmit: r.Xmit}
 		switch {
 		case r.Reply.Positive():
 			o.status = statusSent
 			delivered = append(delivered, o.rcpt)
 			p.m.done[o.rcpt] = true
+			if !r.DSN && p.env.Rcpts[o.rcpt].Notify.Has(envelope.NotifySuccess) {
+				// RFC 3461 §5.2.2: the next hop does not do DSN, so we
+				// report the success ourselves.
+				o.action = "relayed"
+				if j.route.Transport == envelope.TransportLMTP {
+					o.action = "delivered"
+				}
+				p.succeeded = append(p.succeeded, o)
+			}
 		case r.Reply.Permanent():
 			o.status = statusBounced
 			p.bounced = append(p.bounced, o)
@@ -741,8 +952,9 @@ func (q *Queue) jobDone(j *job, results []Result, logit bool) {
 }
 
 // finishPass settles a pass once all its transactions are done: expiry,
-// the DSN for bounced recipients (queued before they are marked done), the
-// state record, and removal or rescheduling.
+// the DSN for bounced recipients (queued before they are marked done),
+// success and delay notices, the state record, and removal, rescheduling
+// or what an operator asked for meanwhile (delete, hold, requeue).
 func (q *Queue) finishPass(p *pass) {
 	defer p.closeState()
 	m := p.m
@@ -782,6 +994,24 @@ func (q *Queue) finishPass(p *pass) {
 			m.done[o.rcpt] = true
 		}
 	}
+	if len(p.succeeded) > 0 {
+		// A lost success notice is not lost mail: errors are only logged.
+		if err := q.notifySuccess(p, now); err != nil {
+			q.log.Error("cannot queue success notification", "id", m.id, "err", err)
+		}
+	}
+	q.mu.Lock()
+	warned := m.flags&flagWarned != 0
+	q.mu.Unlock()
+	warnNow := false
+	if !interrupted && !warned && q.cfg.DelayWarning > 0 && len(p.deferred) > 0 &&
+		now.Sub(m.received) >= q.cfg.DelayWarning {
+		if err := q.notifyDelay(p, now); err != nil {
+			q.log.Error("cannot queue delay notification; will try again", "id", m.id, "err", err)
+		} else {
+			warnNow = true
+		}
+	}
 	if m.pending() == 0 {
 		q.remove(p)
 		q.forget(m)
@@ -792,23 +1022,41 @@ func (q *Queue) finishPass(p *pass) {
 		recs = append(recs, stateRecord{T: recordDone, At: now, Rcpts: p.unrecorded, Status: statusSent})
 	}
 	for _, status := range []string{statusBounced, statusExpired} {
-		var idx []int
+		rec := stateRecord{T: recordDone, At: now, Status: status}
 		for _, o := range p.bounced {
 			if o.status == status {
-				idx = append(idx, o.rcpt)
+				rec.Rcpts = append(rec.Rcpts, o.rcpt)
+				rec.Reasons = append(rec.Reasons, deferReason{Rcpt: o.rcpt, Relay: o.relay, Reply: o.reply.String(), Dest: o.dest})
 			}
 		}
-		if len(idx) > 0 {
-			recs = append(recs, stateRecord{T: recordDone, At: now, Rcpts: idx, Status: status})
+		if len(rec.Rcpts) > 0 {
+			recs = append(recs, rec)
+		}
+	}
+	if warnNow {
+		recs = append(recs, stateRecord{T: recordWarned, At: now})
+	}
+	// A unit released while this pass was deferring its mail: retry now
+	// (ReleaseUnit only finds messages that are already deferred).
+	retryNow := false
+	for _, o := range p.deferred {
+		if o.unitHold {
+			if _, held := q.unitHeld(o.dest); !held {
+				retryNow = true
+			}
 		}
 	}
 	attempts, next := m.attempts, now
+	var dests []string
 	if !interrupted {
 		attempts++
 		next = now.Add(q.backoff(attempts))
 		rec := stateRecord{T: recordDefer, At: now, Attempts: attempts, Next: next}
 		for _, o := range p.deferred {
-			rec.Reasons = append(rec.Reasons, deferReason{Rcpt: o.rcpt, Relay: o.relay, Reply: o.reply.String()})
+			rec.Reasons = append(rec.Reasons, deferReason{Rcpt: o.rcpt, Relay: o.relay, Reply: o.reply.String(), Dest: o.dest})
+			if o.dest != "" && !slices.Contains(dests, o.dest) {
+				dests = append(dests, q.keys.get(o.dest))
+			}
 		}
 		recs = append(recs, rec)
 	}
@@ -819,17 +1067,35 @@ func (q *Queue) finishPass(p *pass) {
 	}
 	q.mu.Lock()
 	m.env = nil
-	q.active--
-	if interrupted {
+	if warnNow {
+		m.flags |= flagWarned
+	}
+	flags := m.flags
+	switch {
+	case flags&(flagDelete|flagHold) != 0:
+		delete(q.msgs, m.id)
+		q.active--
+	case interrupted:
+		q.active--
 		q.makeDue(m)
-	} else {
+	default:
+		q.active--
 		m.attempts = attempts
 		m.next = next
-		m.state = stateDeferred
-		heap.Push(&q.deferred, m)
+		m.dests = dests
+		if flags&flagRequeue != 0 || retryNow {
+			q.makeDue(m) // requeue asked for, or unit released, during the attempt
+		} else {
+			m.state = stateDeferred
+			heap.Push(&q.deferred, m)
+		}
 	}
 	q.pump()
 	q.mu.Unlock()
+	if flags&(flagDelete|flagHold) != 0 {
+		p.closeState()
+		q.settleRequest(m.id, flags)
+	}
 }
 
 func (q *Queue) expired(m *message, now time.Time) bool {

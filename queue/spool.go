@@ -23,8 +23,16 @@ import (
 //	incoming/ID     the same, from older versions (removed at recovery)
 //	msg/ID          committed message: content + envelope, immutable
 //	msg/ID.state    append-only delivery bookkeeping for msg/ID (optional)
-//	hold/ID         message on hold (Envelope.Hold), not scheduled
+//	hold/ID         message on hold (Envelope.Hold, or `mxfront queue
+//	                hold`), not scheduled; hold/ID.state goes with it
 //	corrupt/ID      files that failed validation, moved aside for a human
+//	holds           units on hold (JSON, replaced atomically; units.go)
+//	control         the daemon's control socket (package queue/control)
+//
+// A message file and its state file move between msg/ and hold/ one after
+// the other (message first); recovery reunites a state file with its
+// message wherever that is, so a crash between the two renames loses no
+// bookkeeping.
 //
 // A message file is written once and never changed, so one fsync makes it
 // durable:
@@ -66,6 +74,11 @@ const (
 	maxMetaLen    = 16 << 20 // an envelope larger than this is damage
 	recordDone    = "done"
 	recordDefer   = "defer"
+	recordHold    = "hold"    // put on hold by the operator (Text: reason)
+	recordRelease = "release" // released from hold
+	recordFlush   = "flush"   // retry now (written by the offline tools)
+	recordRequeue = "requeue" // expand the recipients again at the next attempt
+	recordWarned  = "warned"  // delay warning sent (delay_warning_time)
 	statusSent    = "sent"
 	statusBounced = "bounced"
 	statusExpired = "expired"
@@ -87,6 +100,10 @@ type fileMeta struct {
 	// Queued is when the message was committed (Postfix "delays=a/..."
 	// splits the delay at this point).
 	Queued time.Time `json:"queued"`
+	// Replaces names the message this one supersedes (requeue: the same
+	// content with its recipients expanded again). Recovery removes the
+	// old one if a crash left both.
+	Replaces string `json:"replaces,omitempty"`
 }
 
 func fileHeader() []byte {
@@ -214,24 +231,30 @@ func (b *bodyReader) Close() error { return nil }
 
 // stateRecord is one line of a state file.
 type stateRecord struct {
-	// T is recordDone or recordDefer. Readers skip types they do not know,
-	// so later tools can add records (hold, release, ...).
+	// T is one of the record* constants. Readers skip types they do not
+	// know, so later versions can add records.
 	T  string    `json:"t"`
 	At time.Time `json:"at"`
 	// done: these recipients (indexes into Env.Rcpts) are finished.
 	Rcpts  []int  `json:"rcpts,omitempty"`
 	Status string `json:"status,omitempty"` // sent, bounced, expired
 	// defer: the attempt count so far, the next attempt, and the last
-	// reply per still-pending recipient (for the queue tools).
+	// reply per still-pending recipient (for the queue tools). done
+	// records of bounced and expired recipients carry their replies too.
 	Attempts int           `json:"attempts,omitempty"`
 	Next     time.Time     `json:"next,omitzero"`
 	Reasons  []deferReason `json:"reasons,omitempty"`
+	// hold: the reason given by the operator.
+	Text string `json:"text,omitempty"`
 }
 
 type deferReason struct {
 	Rcpt  int    `json:"rcpt"`
 	Relay string `json:"relay,omitempty"`
 	Reply string `json:"reply"`
+	// Dest is the destination (Route.Key, the unit) of the attempt; the
+	// queue tools filter by it, and releasing a unit finds its mail by it.
+	Dest string `json:"dest,omitempty"`
 }
 
 func encodeState(recs ...stateRecord) []byte {
@@ -256,25 +279,30 @@ type stateLog struct {
 	bad     int   // complete lines that failed their checksum or JSON
 }
 
+// maxRecordLen bounds one state record (a defer record of 1000
+// recipients with their replies is about 150 KB); a longer line is damage.
+const maxRecordLen = 16 << 20
+
 func readState(r io.Reader) (*stateLog, error) {
 	st := &stateLog{}
-	br := bufio.NewReaderSize(r, 64<<10)
+	// Most state files are a few hundred bytes: a small buffer, and long
+	// records assembled from several reads.
+	br := bufio.NewReaderSize(r, 4096)
 	var off int64
+	var long []byte
 	for {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			// An over-long line: skip it whole.
-			n := int64(len(line))
+			long = append(long[:0], line...)
 			for err == bufio.ErrBufferFull {
 				line, err = br.ReadSlice('\n')
-				n += int64(len(line))
+				if len(long) <= maxRecordLen {
+					long = append(long, line...)
+				} else {
+					off += int64(len(line)) // counted, not kept
+				}
 			}
-			if err == nil {
-				st.bad++
-				off += n
-				st.goodLen = off
-				continue
-			}
+			line = long
 		}
 		if err == io.EOF {
 			if len(line) > 0 {
@@ -287,6 +315,10 @@ func readState(r io.Reader) (*stateLog, error) {
 		}
 		off += int64(len(line))
 		st.goodLen = off
+		if len(line) > maxRecordLen {
+			st.bad++
+			continue
+		}
 		if rec, ok := parseStateLine(line[:len(line)-1]); ok {
 			st.recs = append(st.recs, rec)
 		} else {

@@ -10,6 +10,16 @@
 #      queued with fsync), "delivered" until the sink has received all N.
 #      The ratio is delivered / ceiling.
 #
+# Then the DNS list benchmark (below; RBL=0 skips it), and recipients
+# verified via LDAP, cold and warm cache, against a table file
+# (scripts/bench-ldap.sh; LDAP=0 skips it, N_LDAP sets the count).
+# Then a realistic restriction set (16 restrictions, a 100 000-line
+# access map, 1 000 header_checks) against none, alternating
+# (scripts/bench-policy.sh; POLICY=0 skips it, N_POLICY sets the count).
+# Then the queue's drain rate with 20 000 messages for 4 units (one slow)
+# and the memory of 100 000 deferred messages (scripts/bench-queue.sh;
+# QUEUE=0 skips it, N_DRAIN and N_DEFERRED set the counts).
+#
 # Environment: N_SMALL (default 20000), N_LARGE (2000), SESSIONS (20),
 # PHASE_TIMEOUT seconds per phase (300), KEEP=1 keeps the work dir.
 # Needs smtp-source and smtp-sink (Debian package postfix); builds
@@ -210,3 +220,33 @@ for spec in "1024 $N_SMALL" "102400 $N_LARGE"; do
 	read -r acc del ratio <<<"$out"
 	printf 'mxfront  %6d bytes x %6d: %8s msgs/s accepted, %8s msgs/s delivered, %s of ceiling\n' "$1" "$2" "$acc" "$del" "$ratio"
 done
+
+# --- Restrictions -------------------------------------------------------
+if [ "${POLICY:-1}" = 1 ]; then
+	# shellcheck source=scripts/bench-policy.sh
+	. scripts/bench-policy.sh
+fi
+
+# --- DNS lists ----------------------------------------------------------
+# Three reject_rbl_client lists, (a) all healthy, (b) one never answering;
+# every session from a new client address. scripts/rblbench prints
+# throughput after the first dnsbl_timeout window and p99 session times.
+# RBL_MEASURE: how long each phase runs after its first window (default
+# 10s); RBL_TIMEOUT: dnsbl_timeout (3s); RBL=0 skips.
+if [ "${RBL:-1}" = 1 ]; then
+	timeout "$PHASE_TIMEOUT" "$GO" run ./scripts/rblbench -mxfront bin/mxfront -sink "127.0.0.1:$SINK_PORT" \
+		-work "$WORK/rbl" -measure "${RBL_MEASURE:-10s}" -c "$SESSIONS" -timeout "${RBL_TIMEOUT:-3s}" ||
+		die "rblbench failed (exit $?)"
+fi
+
+# --- Queue: drain rate, memory of deferred mail ---------------------------
+if [ "${QUEUE:-1}" = 1 ]; then
+	# shellcheck source=scripts/bench-queue.sh
+	. scripts/bench-queue.sh
+fi
+
+# --- LDAP recipient verification -----------------------------------------
+if [ "${LDAP:-1}" = 1 ]; then
+	# shellcheck source=scripts/bench-ldap.sh
+	. scripts/bench-ldap.sh
+fi

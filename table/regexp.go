@@ -33,7 +33,29 @@ type rxRule struct {
 	neg2   bool
 	result []resultPart // parsed result; one literal part when no $number
 	maxSub int          // largest $number in the result
+	pf     prefilter    // rules out re without running it
+	pf2    prefilter    // the same for re2
+	// first is the first byte of a positive opMatch rule's prefix (lower
+	// case when fold), for a test inlined in Lookup's loop; firstKind is 0
+	// (none), 1 (exact) or 2 (ASCII case-insensitive).
+	first     byte
+	firstKind uint8
 }
+
+// setFirst fills first and firstKind from pf.
+func (r *rxRule) setFirst() {
+	if r.op != opMatch || r.neg || r.pf.prefix == "" {
+		return
+	}
+	r.first, r.firstKind = r.pf.prefix[0], 1
+	if r.pf.fold {
+		r.firstKind = 2
+	}
+}
+
+// match and match2 run re and re2, after their prefilters.
+func (r *rxRule) match(k *keyView) bool  { return !r.pf.impossible(k) && r.re.MatchString(k.key) }
+func (r *rxRule) match2(k *keyView) bool { return !r.pf2.impossible(k) && r.re2.MatchString(k.key) }
 
 // resultPart is literal text (group == 0) or a $number substitution.
 type resultPart struct {
@@ -98,25 +120,49 @@ func (t *regexpTable) Reload() error {
 // and returns the first match's result with $number substituted.
 func (t *regexpTable) Lookup(_ context.Context, key string) (string, bool, error) {
 	rules := *t.rules.Load()
+	kv := &keyView{key: key}
+	// The first byte of the key, as is and in lower case, rules out most
+	// rules of a header_checks table before anything else is looked at.
+	var k0, l0 byte
+	ascii0 := len(key) > 0 && key[0] < 0x80
+	if len(key) > 0 {
+		k0, l0 = key[0], key[0]
+		if 'A' <= l0 && l0 <= 'Z' {
+			l0 += 'a' - 'A'
+		}
+	}
 	for i := 0; i < len(rules); i++ {
 		r := &rules[i]
+		switch r.firstKind {
+		case 1:
+			if len(key) == 0 || k0 != r.first {
+				continue
+			}
+		case 2:
+			if ascii0 && l0 != r.first || len(key) == 0 {
+				continue
+			}
+		}
 		switch r.op {
 		case opMatch:
 			var loc []int
 			if r.maxSub > 0 {
 				// maxSub > 0 implies a positive pattern (checked at load).
+				if r.pf.impossible(kv) {
+					continue
+				}
 				if loc = r.re.FindStringSubmatchIndex(key); loc == nil {
 					continue
 				}
-			} else if r.re.MatchString(key) == r.neg {
+			} else if r.match(kv) == r.neg {
 				continue
 			}
-			if r.re2 != nil && r.re2.MatchString(key) == r.neg2 {
+			if r.re2 != nil && r.match2(kv) == r.neg2 {
 				continue
 			}
 			return expandResult(r.result, key, loc), true, nil
 		case opIf:
-			if r.re.MatchString(key) == r.neg {
+			if r.match(kv) == r.neg {
 				i = r.endif // skip the block; the loop steps past endif
 			}
 		}
@@ -167,6 +213,7 @@ func parseRegexpRules(typ string) ruleParser {
 				if r.re2, err = pat2.compile(pcre); err != nil {
 					return errf("%v", err)
 				}
+				r.pf2 = prefilterOf(r.re2)
 				r.neg2, rest = !pat2.match, rest2
 			}
 			result := trimSpace(rest)
@@ -182,7 +229,9 @@ func parseRegexpRules(typ string) ruleParser {
 			if r.re, err = pat.compile(pcre); err != nil {
 				return errf("%v", err)
 			}
+			r.pf = prefilterOf(r.re)
 			r.neg = !pat.match
+			r.setFirst()
 			if n := r.re.NumSubexp(); r.maxSub > n {
 				return errf("out of range replacement index \"%d\": the pattern has %d group(s)", r.maxSub, n)
 			}
@@ -199,6 +248,7 @@ func parseRegexpRules(typ string) ruleParser {
 			if r.re, err = pat.compile(pcre); err != nil {
 				return errf("%v", err)
 			}
+			r.pf = prefilterOf(r.re)
 			*rules = append(*rules, r)
 		case keyword(p, "endif"):
 			if rest := trimSpace(p[5:]); rest != "" {

@@ -156,6 +156,8 @@ func TestLMTPPerRecipientQuota(t *testing.T) {
 	if n := len(dove.Maildir("bob@example.com")); n != 0 {
 		t.Errorf("bob has %d messages", n)
 	}
+	// The same with RFC 3461 parameters (queue_dsn_test.go).
+	lmtpQuotaWithDSN(t, m, dove, senderSink)
 }
 
 // TestUnitDownThenUp: mail for a unit that is down is queued and retried,
@@ -194,7 +196,10 @@ func TestUnitDownThenUp(t *testing.T) {
 // content: the unit receives one message, with the would-be command as text.
 func TestBareLFSmuggling(t *testing.T) {
 	sink := harness.StartSink(t, harness.SinkOptions{})
-	m := startMX(t, mxOptions{recipients: "alice@example.com OK\n", transport: sinkTransport(sink, "example.com")})
+	// The script pipelines everything, banner included, which
+	// smtpd_forbid_unauth_pipelining (default yes) would refuse.
+	m := startMX(t, mxOptions{recipients: "alice@example.com OK\n", transport: sinkTransport(sink, "example.com"),
+		extra: "smtpd_forbid_unauth_pipelining = false"})
 	c, err := net.Dial("tcp", m.addr())
 	if err != nil {
 		t.Fatal(err)

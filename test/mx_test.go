@@ -58,9 +58,9 @@ func (s *syncBuffer) String() string {
 const mxConfig = `myhostname = "mx.example.com"
 mynetworks = []
 relay_domains = [%[3]s]
-relay_recipient_maps = ["texthash:%[1]s/relay_recipients"]
-virtual_alias_maps = ["texthash:%[1]s/virtual"]
-transport_maps = ["texthash:%[1]s/transport"]
+relay_recipient_maps = [%[4]s]
+virtual_alias_maps = [%[5]s]
+transport_maps = [%[6]s]
 recipient_delimiter = "+"
 queue_directory = "%[1]s/queue"
 minimal_backoff_time = "1s"
@@ -76,6 +76,10 @@ type mxOptions struct {
 	recipients, virtual, transport string
 	extra                          string // more top-level config lines
 	relayDomains                   string // TOML array items; default "example.com"
+	// recipientMaps, aliasMaps, transportMaps replace the texthash files
+	// of relay_recipient_maps, virtual_alias_maps and transport_maps
+	// (TOML array items, e.g. `"ldap:/path/ldap.cf"`) when not empty.
+	recipientMaps, aliasMaps, transportMaps string
 }
 
 func startMX(t *testing.T, o mxOptions) *mxProc {
@@ -94,7 +98,14 @@ func startMX(t *testing.T, o mxOptions) *mxProc {
 	if o.relayDomains == "" {
 		o.relayDomains = `"example.com"`
 	}
-	write("mxfront.toml", fmt.Sprintf(mxConfig, dir, o.extra, o.relayDomains))
+	maps := func(items, file string) string {
+		if items != "" {
+			return items
+		}
+		return fmt.Sprintf("%q", "texthash:"+filepath.Join(dir, file))
+	}
+	write("mxfront.toml", fmt.Sprintf(mxConfig, dir, o.extra, o.relayDomains,
+		maps(o.recipientMaps, "relay_recipients"), maps(o.aliasMaps, "virtual"), maps(o.transportMaps, "transport")))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

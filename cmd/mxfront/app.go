@@ -19,6 +19,7 @@ import (
 	"github.com/mxfront/mxfront/policy"
 	"github.com/mxfront/mxfront/queue"
 	"github.com/mxfront/mxfront/queue/relay"
+	"github.com/mxfront/mxfront/rbl"
 	"github.com/mxfront/mxfront/routing"
 	"github.com/mxfront/mxfront/table"
 )
@@ -34,6 +35,7 @@ type app struct {
 	queue  *queue.Queue
 	server *mx.Server
 	myNets *table.NetList
+	rbl    *rbl.Client // DNS lists; nil without resolvers
 }
 
 // newApp builds every component from the configuration. Errors name the
@@ -43,7 +45,7 @@ func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	a := &app{cfg: cfg, log: logger}
-	a.tables = table.NewSet(table.Options{Logger: logger})
+	a.tables = table.NewSet(tableOptions(cfg, logger))
 	ok := false
 	defer func() {
 		if !ok {
@@ -113,23 +115,25 @@ func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, cfg.errorf("transport_maps", "%v", err)
 	}
-	var relayRestr []string
-	if cfg.SmtpdRelayRestrictions != nil {
-		relayRestr = *cfg.SmtpdRelayRestrictions
-	}
-	a.policy, err = policy.New(policy.Config{
-		MyNetworks:            a.myNets,
-		MyDestination:         myDest,
-		RelayDomains:          relayDomains,
-		RelayRecipientMaps:    rcptMaps,
-		RecipientDelimiter:    cfg.RecipientDelimiter,
-		RelayRestrictions:     relayRestr,
-		RecipientRestrictions: cfg.SmtpdRecipientRestrictions,
-		Tables:                a.tables,
-		Router:                a.router,
-	}, logger)
+	dnsbl, err := a.newDNSBL(logger)
 	if err != nil {
-		return nil, cfg.errorf("smtpd_relay_restrictions", "%v", err)
+		return nil, err
+	}
+	resolver, err := newNetResolver(cfg.DNSServers) // policyconfig.go
+	if err != nil {
+		return nil, cfg.errorf("dns_servers", "%v", err)
+	}
+	pcfg, err := a.policyConfig(myDest, relayDomains, rcptMaps, dnsbl, resolver)
+	if err != nil {
+		return nil, err
+	}
+	a.policy, err = policy.New(pcfg, logger)
+	if err != nil {
+		return nil, cfg.policyError(err)
+	}
+	hygiene, err := a.hygiene()
+	if err != nil {
+		return nil, err
 	}
 	a.relay, err = relay.New(relay.Config{
 		Hostname:                  cfg.MyHostname,
@@ -142,23 +146,12 @@ func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
 		ConnectionCacheTimeLimit:  time.Duration(cfg.SmtpConnectionCacheTimeLimit),
 		ConnectionReuseTimeLimit:  time.Duration(cfg.SmtpConnectionReuseTimeLimit),
 		ConnectionReuseCountLimit: cfg.SmtpConnectionReuseCountLimit,
+		HostDownTime:              time.Duration(cfg.SmtpHostDownTime),
 	}, logger)
 	if err != nil {
 		return nil, err
 	}
-	a.queue, err = queue.Open(queue.Config{
-		Dir:              cfg.QueueDirectory,
-		MinimalBackoff:   time.Duration(cfg.MinimalBackoffTime),
-		MaximalBackoff:   time.Duration(cfg.MaximalBackoffTime),
-		MaxLifetime:      time.Duration(cfg.MaximalQueueLifetime),
-		BounceLifetime:   time.Duration(cfg.BounceQueueLifetime),
-		QueueRunDelay:    time.Duration(cfg.QueueRunDelay),
-		RecipientLimit:   cfg.DefaultDestinationRecipientLimit,
-		ConcurrencyLimit: cfg.DefaultDestinationConcurrencyLimit,
-		ProcessLimit:     cfg.DefaultProcessLimit,
-		Hostname:         cfg.MyHostname,
-		BounceSizeLimit:  cfg.BounceSizeLimit,
-	}, a.router, a.relay, logger)
+	a.queue, err = queue.Open(cfg.queueConfig(), a.router, a.relay, logger)
 	if err != nil {
 		return nil, cfg.errorf("queue_directory", "%v", err)
 	}
@@ -190,6 +183,9 @@ func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
 		HopcountLimit:  cfg.HopcountLimit,
 		MaxSessions:    maxProc,
 		PeernameLookup: *cfg.SmtpdPeernameLookup,
+		Resolver:       resolver,
+		Hygiene:        hygiene,
+		DNSLists:       a.policy,
 		ShutdownGrace:  10 * time.Second,
 	}, spool{a.queue}, a.policy, logger)
 	if err != nil {
@@ -209,6 +205,10 @@ func (s spool) Create(ctx context.Context) (mx.Incoming, error) {
 	}
 	return in, nil
 }
+
+// Admit implements mx.Admitter: queue_minfree and queue_message_limit at
+// MAIL FROM.
+func (s spool) Admit(ctx context.Context, size int64) error { return s.q.Admit(ctx, size) }
 
 // warnings lists configuration smells that are not errors.
 func (a *app) warnings() []string {
@@ -261,6 +261,9 @@ func (a *app) run(ctx context.Context, lns []net.Listener) error {
 			a.log.Error("queue stopped", "err", err)
 		}
 	}()
+	if stop := a.startControl(); stop != nil {
+		defer stop()
+	}
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		a.log.Info("listening", "addr", ln.Addr().String())
@@ -307,6 +310,9 @@ func (a *app) close() {
 	}
 	if a.relay != nil {
 		a.relay.Close()
+	}
+	if a.rbl != nil {
+		a.rbl.Close()
 	}
 	if a.tables != nil {
 		a.tables.Close()

@@ -56,6 +56,72 @@ type Config struct {
 	SmtpdRecipientRestrictions       List     `toml:"smtpd_recipient_restrictions"`
 	HopcountLimit                    int      `toml:"hopcount_limit"`
 
+	// Restrictions, access maps, content checks and session hygiene
+	// (issue 3; policyconfig.go).
+	SmtpdClientRestrictions           List            `toml:"smtpd_client_restrictions"`
+	SmtpdHeloRestrictions             List            `toml:"smtpd_helo_restrictions"`
+	SmtpdSenderRestrictions           List            `toml:"smtpd_sender_restrictions"`
+	SmtpdDataRestrictions             List            `toml:"smtpd_data_restrictions"`
+	SmtpdEndOfDataRestrictions        List            `toml:"smtpd_end_of_data_restrictions"`
+	SmtpdRestrictionClasses           map[string]List `toml:"smtpd_restriction_classes"`
+	SmtpdDelayReject                  *bool           `toml:"smtpd_delay_reject"`
+	SmtpdRejectUnlistedRecipient      *bool           `toml:"smtpd_reject_unlisted_recipient"`
+	SmtpdRejectUnlistedSender         bool            `toml:"smtpd_reject_unlisted_sender"`
+	SmtpdNullAccessLookupKey          string          `toml:"smtpd_null_access_lookup_key"`
+	RejectCode                        int             `toml:"reject_code"`
+	DeferCode                         int             `toml:"defer_code"`
+	AccessMapRejectCode               int             `toml:"access_map_reject_code"`
+	AccessMapDeferCode                int             `toml:"access_map_defer_code"`
+	InvalidHostnameRejectCode         int             `toml:"invalid_hostname_reject_code"`
+	NonFQDNRejectCode                 int             `toml:"non_fqdn_reject_code"`
+	UnknownClientRejectCode           int             `toml:"unknown_client_reject_code"`
+	UnknownHostnameRejectCode         int             `toml:"unknown_hostname_reject_code"`
+	UnknownAddressRejectCode          int             `toml:"unknown_address_reject_code"`
+	RelayDomainsRejectCode            int             `toml:"relay_domains_reject_code"`
+	UnknownRelayRecipientRejectCode   int             `toml:"unknown_relay_recipient_reject_code"`
+	UnknownLocalRecipientRejectCode   int             `toml:"unknown_local_recipient_reject_code"`
+	MultiRecipientBounceRejectCode    int             `toml:"multi_recipient_bounce_reject_code"`
+	PlaintextRejectCode               int             `toml:"plaintext_reject_code"`
+	RejectTempfailAction              string          `toml:"reject_tempfail_action"`
+	UnknownHeloHostnameTempfailAction string          `toml:"unknown_helo_hostname_tempfail_action"`
+	UnknownAddressTempfailAction      string          `toml:"unknown_address_tempfail_action"`
+	HeaderChecks                      List            `toml:"header_checks"`
+	BodyChecks                        List            `toml:"body_checks"`
+	BodyChecksSizeLimit               int64           `toml:"body_checks_size_limit"`
+	SmtpdSoftErrorLimit               int             `toml:"smtpd_soft_error_limit"`
+	SmtpdHardErrorLimit               int             `toml:"smtpd_hard_error_limit"`
+	SmtpdErrorSleepTime               Duration        `toml:"smtpd_error_sleep_time"`
+	SmtpdJunkCommandLimit             int             `toml:"smtpd_junk_command_limit"`
+	DisableVRFYCommand                bool            `toml:"disable_vrfy_command"`
+	SmtpdHeloRequired                 bool            `toml:"smtpd_helo_required"`
+	SmtpdForbidUnauthPipelining       *bool           `toml:"smtpd_forbid_unauth_pipelining"`
+	SmtpdRejectFooter                 string          `toml:"smtpd_reject_footer"`
+	StrictRFC821Envelopes             bool            `toml:"strict_rfc821_envelopes"`
+	SmtpdForbiddenCommands            *List           `toml:"smtpd_forbidden_commands"`
+	SmtpdClientConnectionCountLimit   int             `toml:"smtpd_client_connection_count_limit"`
+	SmtpdClientConnectionRateLimit    int             `toml:"smtpd_client_connection_rate_limit"`
+	SmtpdClientMessageRateLimit       int             `toml:"smtpd_client_message_rate_limit"`
+	SmtpdClientRecipientRateLimit     int             `toml:"smtpd_client_recipient_rate_limit"`
+	AnvilRateTimeUnit                 Duration        `toml:"anvil_rate_time_unit"`
+	SmtpdClientIPv4PrefixLength       int             `toml:"smtpd_client_ipv4_prefix_length"`
+	SmtpdClientIPv6PrefixLength       int             `toml:"smtpd_client_ipv6_prefix_length"`
+	SmtpdClientEventLimitExceptions   *List           `toml:"smtpd_client_event_limit_exceptions"`
+
+	// DNS lists (issue 4): smtpd's rbl_* names, postscreen's dnsbl_*
+	// names without the postscreen_ prefix.
+	DNSServers              List     `toml:"dns_servers"`
+	DNSBLSites              List     `toml:"dnsbl_sites"`
+	DNSBLThreshold          int      `toml:"dnsbl_threshold"`
+	DNSBLAllowlistThreshold int      `toml:"dnsbl_allowlist_threshold"`
+	DNSBLTimeout            Duration `toml:"dnsbl_timeout"`
+	DNSBLMinTTL             Duration `toml:"dnsbl_min_ttl"`
+	DNSBLMaxTTL             Duration `toml:"dnsbl_max_ttl"`
+	DNSBLHealthInterval     Duration `toml:"dnsbl_health_interval"`
+	DNSBLReplyMap           string   `toml:"dnsbl_reply_map"`
+	RBLReplyMaps            List     `toml:"rbl_reply_maps"`
+	DefaultRBLReply         string   `toml:"default_rbl_reply"`
+	MapsRBLRejectCode       int      `toml:"maps_rbl_reject_code"`
+
 	QueueDirectory                     string   `toml:"queue_directory"`
 	MinimalBackoffTime                 Duration `toml:"minimal_backoff_time"`
 	MaximalBackoffTime                 Duration `toml:"maximal_backoff_time"`
@@ -66,6 +132,20 @@ type Config struct {
 	DefaultDestinationConcurrencyLimit int      `toml:"default_destination_concurrency_limit"`
 	DefaultProcessLimit                int      `toml:"default_process_limit"`
 	BounceSizeLimit                    int      `toml:"bounce_size_limit"`
+
+	// Queue scheduling, notifications and backpressure (issue 6;
+	// queueconfig.go).
+	InitialDestinationConcurrency      int      `toml:"initial_destination_concurrency"`
+	DestinationConcurrencyFailedCohort int      `toml:"default_destination_concurrency_failed_cohort_limit"`
+	DefaultDestinationRateDelay        Duration `toml:"default_destination_rate_delay"`
+	DeferTransports                    List     `toml:"defer_transports"`
+	DelayWarningTime                   Duration `toml:"delay_warning_time"`
+	TwoBounceNoticeRecipient           string   `toml:"2bounce_notice_recipient"`
+	DoubleBounceSender                 string   `toml:"double_bounce_sender"`
+	QueueMinfree                       int64    `toml:"queue_minfree"`
+	QueueMessageLimit                  int      `toml:"queue_message_limit"`
+	QmgrMessageActiveLimit             int      `toml:"qmgr_message_active_limit"`
+	SmtpHostDownTime                   Duration `toml:"smtp_host_down_time"`
 
 	SmtpConnectTimeout            Duration `toml:"smtp_connect_timeout"`
 	SmtpHeloTimeout               Duration `toml:"smtp_helo_timeout"`
@@ -82,6 +162,9 @@ type Config struct {
 	Listen []Listener `toml:"listen"`
 	// Log configures logging (Postfix: maillog_file, syslog).
 	Log LogConfig `toml:"log"`
+	// NetworkTables tunes tcp: and socketmap: tables (issue 5;
+	// tablesconfig.go).
+	NetworkTables NetworkTablesConfig `toml:"network_tables"`
 
 	file string
 	src  []byte
@@ -357,6 +440,9 @@ func (c *Config) applyDefaults() error {
 	defDur(&c.SmtpDataDoneTimeout, 600*time.Second)
 	defDur(&c.SmtpConnectionCacheTimeLimit, 2*time.Second)
 	defDur(&c.SmtpConnectionReuseTimeLimit, 300*time.Second)
+	c.dnsblDefaults()
+	c.queueDefaults()
+	c.policyDefaults()
 	if len(c.Listen) == 0 {
 		c.Listen = []Listener{{Address: "0.0.0.0:25"}}
 	}
@@ -437,8 +523,24 @@ func (c *Config) expand() error {
 	list("relay_recipient_maps", &c.RelayRecipientMaps)
 	list("virtual_alias_maps", &c.VirtualAliasMaps)
 	list("transport_maps", &c.TransportMaps)
+	list("rbl_reply_maps", &c.RBLReplyMaps)
+	str("dnsbl_reply_map", &c.DNSBLReplyMap)
 	list("smtpd_relay_restrictions", c.SmtpdRelayRestrictions)
 	list("smtpd_recipient_restrictions", &c.SmtpdRecipientRestrictions)
+	for _, l := range []struct {
+		key string
+		l   *List
+	}{{"smtpd_client_restrictions", &c.SmtpdClientRestrictions}, {"smtpd_helo_restrictions", &c.SmtpdHeloRestrictions},
+		{"smtpd_sender_restrictions", &c.SmtpdSenderRestrictions}, {"smtpd_data_restrictions", &c.SmtpdDataRestrictions},
+		{"smtpd_end_of_data_restrictions", &c.SmtpdEndOfDataRestrictions}, {"header_checks", &c.HeaderChecks},
+		{"body_checks", &c.BodyChecks}, {"smtpd_forbidden_commands", c.SmtpdForbiddenCommands},
+		{"smtpd_client_event_limit_exceptions", c.SmtpdClientEventLimitExceptions}} {
+		list(l.key, l.l)
+	}
+	for name, cl := range c.SmtpdRestrictionClasses {
+		list("smtpd_restriction_classes."+name, &cl)
+		c.SmtpdRestrictionClasses[name] = cl
+	}
 	return firstErr
 }
 
@@ -472,6 +574,18 @@ func (c *Config) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return c.errorf("log.level", "want debug, info, warn or error, not %q", c.Log.Level)
+	}
+	if err := c.validateDNSBL(); err != nil {
+		return err
+	}
+	if err := c.validateQueue(); err != nil {
+		return err
+	}
+	if err := c.validatePolicy(); err != nil {
+		return err
+	}
+	if err := c.validateNetworkTables(); err != nil {
+		return err
 	}
 	for i, l := range c.Listen {
 		if l.Address == "" {

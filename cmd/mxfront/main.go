@@ -6,6 +6,8 @@
 //	mxfront check -config FILE     validate and print the effective config
 //	mxfront query [-config FILE] TABLE KEY   look a key up, like postmap -q
 //	mxfront demo [-listen ADDR] [-dir DIR]   MX and two demo units, for swaks
+//	mxfront explain -config FILE --client IP --to ADDR ...   how a message is decided
+//	mxfront queue list|show|delete|hold|release|flush|requeue|shape ...
 //	mxfront version
 package main
 
@@ -44,6 +46,13 @@ commands:
   demo [-listen ADDR] [-dir DIR]
                               run the MX with a built-in configuration and two
                               demo units that store mail in Maildirs
+  explain -config FILE --client IP [--helo NAME] [--from ADDR] --to ADDR
+          [--rdns NAME] [--data FILE] [--json]
+                              show how a message would be decided: each stage,
+                              restriction, table lookup, alias and route
+  queue [-config FILE] list|show|delete|hold|release|flush|requeue|shape ...
+                              the queue tools (mailq, postcat, postsuper,
+                              qshape); "mxfront queue help" explains them
   version                     print the version
 `
 
@@ -62,6 +71,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdQuery(args, stdout, stderr)
 	case "demo":
 		return cmdDemo(args, stdout, stderr)
+	case "explain":
+		return cmdExplain(args, stdout, stderr)
+	case "queue":
+		return cmdQueue(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -174,13 +187,19 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: mxfront query [-config FILE] TYPE:NAME KEY")
 		return 2
 	}
-	opts := table.Options{Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	var cfg *Config
 	if *cfgPath != "" {
-		if _, err := LoadConfig(*cfgPath); err != nil {
+		c, err := LoadConfig(*cfgPath)
+		if err != nil {
 			fmt.Fprintf(stderr, "mxfront: %v\n", err)
 			return 2
 		}
+		cfg = c
 	}
+	// ldap:, tcp: and socketmap: too, so that "mxfront query
+	// ldap:/etc/mxfront/ldap-virtual.cf foo.bar@example.com" asks the live
+	// server, like postmap -q.
+	opts := tableOptions(cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	t, err := table.Open(fs.Arg(0), opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxfront: %v\n", err)

@@ -222,18 +222,24 @@ func (s *testSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	}
 	var ok []string
 	for _, rc := range s.msg.Rcpts {
-		if e := s.ts.script.lmtp[rc]; e != nil {
-			status.SetStatus(rc, e)
-			continue
+		if s.ts.script.lmtp[rc] == nil {
+			ok = append(ok, rc)
 		}
-		status.SetStatus(rc, nil)
-		ok = append(ok, rc)
 	}
 	m := s.msg
 	m.Rcpts = ok
+	// Recorded before the replies go out (SetStatus writes at once), so
+	// that a client that has its 250 finds the message here.
 	s.ts.mu.Lock()
 	s.ts.msgs = append(s.ts.msgs, m)
 	s.ts.mu.Unlock()
+	for _, rc := range s.msg.Rcpts {
+		if e := s.ts.script.lmtp[rc]; e != nil {
+			status.SetStatus(rc, e)
+		} else {
+			status.SetStatus(rc, nil)
+		}
+	}
 	return nil
 }
 

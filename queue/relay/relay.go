@@ -67,6 +67,14 @@ type Config struct {
 	// and address lookups (smtp_mx_address_limit); zero means 5.
 	MXAddressLimit int
 
+	// HostDownTime is how long a next-hop address that could not be
+	// connected to (or that refused the session at the greeting or EHLO)
+	// is marked down: deliveries try the route's other hosts first and
+	// come back to it only when those fail, until the time is up and one
+	// delivery tries it again (smtp_host_down_time, an mxfront
+	// extension); zero means 60s.
+	HostDownTime time.Duration
+
 	// TLS enables opportunistic STARTTLS (RFC 3207; Postfix
 	// smtp_tls_security_level=may): when the server offers STARTTLS the
 	// conversation continues encrypted, and when the handshake fails the
@@ -100,6 +108,7 @@ const (
 	defCacheTimeLimit  = 2 * time.Second
 	defReuseTimeLimit  = 300 * time.Second
 	defMXAddressLimit  = 5
+	defHostDownTime    = 60 * time.Second
 
 	// quitTimeout bounds the QUIT sent when a cached connection is
 	// closed. Postfix does not wait for the QUIT reply at all
@@ -124,6 +133,8 @@ type Relay struct {
 	mu     sync.Mutex
 	idle   map[string][]*conn // by Route.Key(); most recently used last
 	closed bool
+
+	health health // hosts marked down (health.go)
 }
 
 var _ queue.Deliverer = (*Relay)(nil)
@@ -152,6 +163,7 @@ func New(cfg Config, logger *slog.Logger) (*Relay, error) {
 		{"RsetTimeout", &cfg.RsetTimeout, defRsetTimeout},
 		{"ConnectionCacheTimeLimit", &cfg.ConnectionCacheTimeLimit, defCacheTimeLimit},
 		{"ConnectionReuseTimeLimit", &cfg.ConnectionReuseTimeLimit, defReuseTimeLimit},
+		{"HostDownTime", &cfg.HostDownTime, defHostDownTime},
 	} {
 		if *d.v < 0 {
 			return nil, fmt.Errorf("relay: %s %v is negative", d.name, *d.v)
@@ -242,40 +254,63 @@ func (r *Relay) Deliver(ctx context.Context, d *queue.Delivery) []queue.Result {
 	if lmtp {
 		defPort = portLMTP
 	}
+	finished := func() bool { return tx.done() || tx.stop || ctx.Err() != nil }
+	try := func(t target) {
+		tried[t.dialAddr] = true
+		cn, f := r.open(ctx, t, lmtp, key)
+		if f != nil {
+			log.Info("host failed", "host", t.relay, "reply", f.reply.String(), "err", f.err)
+			relay := "none"
+			if f.connected {
+				relay = t.relay
+			}
+			if f.final {
+				tx.failPending(f.reply, relay, f.err)
+			} else {
+				tx.siteFail(f.reply, relay, f.err, true)
+				if ctx.Err() == nil {
+					r.markDown(t, f.reply, log)
+				}
+			}
+			return
+		}
+		r.markUp(t, log)
+		r.use(ctx, tx, cn, log)
+	}
+	// Hosts marked down (health.go) are tried only when the others could
+	// not take the mail.
+	var down []target
 hosts:
 	for _, h := range d.Route.Hosts {
-		if tx.done() || tx.stop || ctx.Err() != nil {
+		if finished() {
 			break
 		}
 		targets, f := r.resolve(ctx, h, defPort)
 		if f != nil {
 			log.Info("next-hop lookup failed", "host", h.Name, "reply", f.reply.String(), "err", f.err)
-			tx.siteFail(f.reply, "none", f.err)
+			tx.siteFail(f.reply, "none", f.err, true)
 			continue
 		}
 		for _, t := range targets {
-			if tx.done() || tx.stop || ctx.Err() != nil {
+			if finished() {
 				break hosts
 			}
 			if tried[t.dialAddr] {
 				continue
 			}
-			tried[t.dialAddr] = true
-			cn, f := r.open(ctx, t, lmtp, key)
-			if f != nil {
-				log.Info("host failed", "host", t.relay, "reply", f.reply.String(), "err", f.err)
-				relay := "none"
-				if f.connected {
-					relay = t.relay
-				}
-				if f.final {
-					tx.failPending(f.reply, relay, f.err)
-				} else {
-					tx.siteFail(f.reply, relay, f.err)
-				}
+			if r.isDown(t) {
+				down = append(down, t)
 				continue
 			}
-			r.use(ctx, tx, cn, log)
+			try(t)
+		}
+	}
+	for _, t := range down {
+		if finished() {
+			break
+		}
+		if !tried[t.dialAddr] {
+			try(t)
 		}
 	}
 	if err := ctx.Err(); err != nil {

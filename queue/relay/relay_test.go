@@ -708,12 +708,20 @@ func TestDSNParameters(t *testing.T) {
 	if !slices.Equal(o1.Notify, []smtp.DSNNotify{smtp.DSNNotifyNever}) || o1.OriginalRecipient != "list@example.test" {
 		t.Errorf("second RCPT options %+v", o1)
 	}
+	// The queue leaves success notices to a next hop with DSN.
+	if !res[0].DSN || !res[1].DSN {
+		t.Errorf("Result.DSN not set for a server with DSN: %+v", res)
+	}
 	// A server without DSN gets none of them (go-smtp would refuse them).
 	plain := startServer(t, false, script{})
 	d.Route = tcpRoute("smtp", plain.addr)
-	checkResult(t, r.Deliver(context.Background(), d)[0], 250, "2.0.0", "")
+	res = r.Deliver(context.Background(), d)
+	checkResult(t, res[0], 250, "2.0.0", "")
 	if strings.Contains(plain.transcript(), "NOTIFY") || strings.Contains(plain.transcript(), "ENVID") {
 		t.Errorf("DSN parameters sent to a server without DSN:\n%s", plain.transcript())
+	}
+	if res[0].DSN {
+		t.Errorf("Result.DSN set for a server without DSN")
 	}
 }
 

@@ -53,7 +53,7 @@ func (r *Relay) transact(ctx context.Context, tx *txn, cn *conn) bool {
 		if need {
 			tx.siteFail(envelope.NewReply(554, envelope.Enhanced{5, 6, 7},
 				"message requires SMTPUTF8, but no server was found that supports SMTPUTF8. The last attempted server was "+cn.t.namaddr),
-				relay, nil)
+				relay, nil, false)
 			return true
 		}
 	}
@@ -73,6 +73,9 @@ func (r *Relay) transact(ctx context.Context, tx *txn, cn *conn) bool {
 	}
 	defer body.Close()
 
+	// RFC 3461 §4: with DSN announced, NOTIFY and ORCPT go along and
+	// success notices are the next hop's job (queue.Result.DSN).
+	dsn, _ := c.Extension("DSN")
 	c.CommandTimeout = r.cfg.MailTimeout
 	if err := c.Mail(d.Env.From.String(), mailOptions(tx, hasUTF8)); err != nil {
 		rep, ok := r.errReply(ctx, cn, stageMail, err)
@@ -141,6 +144,9 @@ func (r *Relay) transact(ctx context.Context, tx *txn, cn *conn) bool {
 			return ok
 		}
 		setAll(accepted, positiveReply(resp.StatusText), nil)
+		for _, rs := range accepted {
+			rs.res.DSN = dsn
+		}
 		cn.clean = true
 		return true
 	}
@@ -153,6 +159,7 @@ func (r *Relay) transact(ctx context.Context, tx *txn, cn *conn) bool {
 	for _, rs := range accepted {
 		if resp := resps[rs.addr]; resp != nil {
 			tx.set(rs, positiveReply(resp.StatusText), relay, mailStart, nil)
+			rs.res.DSN = dsn
 			continue
 		}
 		if se := lerrs[rs.addr]; se != nil {

@@ -80,6 +80,8 @@ func (tx *txn) set(rs *rcptState, rep envelope.Reply, relay string, mailStart ti
 	rs.res.Setup = mailStart.Sub(tx.start)
 	rs.res.Xmit = now.Sub(mailStart)
 	rs.res.Err = err
+	rs.res.Unreachable = false
+	rs.res.DSN = false
 	rs.final = !rep.Temporary()
 }
 
@@ -99,13 +101,14 @@ func (tx *txn) failAll(rep envelope.Reply, err error) { tx.failPending(rep, "non
 // connect, greeting, SMTPUTF8 support): it never makes a recipient final,
 // because another host may still take the mail, and a permanent one does
 // not replace an earlier temporary answer. Postfix likewise bounces only
-// when no host would do better.
-func (tx *txn) siteFail(rep envelope.Reply, relay string, err error) {
+// when no host would do better. unreachable marks a failure to start a
+// mail transaction at all (queue.Result.Unreachable).
+func (tx *txn) siteFail(rep envelope.Reply, relay string, err error, unreachable bool) {
 	for _, rs := range tx.pending() {
 		if rep.Permanent() && rs.res.Reply.Temporary() {
 			continue
 		}
-		rs.res = queue.Result{Reply: rep, Relay: relay, Setup: time.Since(tx.start), Err: err}
+		rs.res = queue.Result{Reply: rep, Relay: relay, Setup: time.Since(tx.start), Err: err, Unreachable: unreachable}
 	}
 }
 
@@ -113,7 +116,7 @@ func (tx *txn) siteFail(rep envelope.Reply, relay string, err error) {
 func (tx *txn) fillUnset(rep envelope.Reply, err error) {
 	for _, rs := range tx.rcpts {
 		if rs.res.Reply.IsZero() {
-			rs.res = queue.Result{Reply: rep, Relay: "none", Setup: time.Since(tx.start), Err: err}
+			rs.res = queue.Result{Reply: rep, Relay: "none", Setup: time.Since(tx.start), Err: err, Unreachable: true}
 		}
 	}
 }
