@@ -357,7 +357,7 @@ func (ev *eval) run(ctx context.Context, list string, rs []restriction) verdict 
 			if ev.warn == 0 {
 				ev.warn = ev.recursion
 			}
-			ev.trace(TraceEvent{Kind: "restriction", Restriction: r.name, Result: "DUNNO"})
+			ev.trace(TraceEvent{Kind: "restriction", Restriction: r.name, Result: "DUNNO", Text: "a rejection by the next restriction only warns"})
 			continue
 		}
 		if err := ctx.Err(); err != nil {

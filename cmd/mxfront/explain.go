@@ -411,6 +411,7 @@ func (ex *explanation) writeText(w io.Writer) {
 // writeTrace prints trace events: a restriction's lookups between its name
 // and its result, nested lists indented.
 func writeTrace(w io.Writer, tr []policy.TraceEvent) {
+	var open []string // restrictions tried and not yet decided, innermost last
 	for i := 0; i < len(tr); i++ {
 		e := tr[i]
 		ind := strings.Repeat("  ", 2+e.Depth)
@@ -418,14 +419,18 @@ func writeTrace(w io.Writer, tr []policy.TraceEvent) {
 		case "stage":
 			fmt.Fprintf(w, "  %s (%s)\n", e.List, e.Text)
 		case "try":
+			open = append(open, e.Restriction)
 			if i+1 < len(tr) && tr[i+1].Kind == "restriction" && tr[i+1].Restriction == e.Restriction {
 				continue // nothing in between: one line
 			}
 			fmt.Fprintf(w, "%s%s:\n", ind, e.Restriction)
 		case "restriction":
 			line := ind + e.Restriction + " -> " + e.Result
-			if i > 0 && tr[i-1].Kind != "try" {
-				line = ind + "  -> " + e.Result
+			if n := len(open); n > 0 && open[n-1] == e.Restriction {
+				open = open[:n-1]
+				if tr[i-1].Kind != "try" {
+					line = ind + "  -> " + e.Result // closes "name:"
+				}
 			}
 			if e.Reply != "" {
 				line += " " + e.Reply
