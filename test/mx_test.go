@@ -84,7 +84,6 @@ type mxOptions struct {
 
 func startMX(t *testing.T, o mxOptions) *mxProc {
 	t.Helper()
-	bin := harness.BuildBinary(t)
 	dir := t.TempDir()
 	write := func(name, content string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
@@ -94,7 +93,6 @@ func startMX(t *testing.T, o mxOptions) *mxProc {
 	write("relay_recipients", o.recipients)
 	write("virtual", o.virtual)
 	write("transport", o.transport)
-	cfg := filepath.Join(dir, "mxfront.toml")
 	if o.relayDomains == "" {
 		o.relayDomains = `"example.com"`
 	}
@@ -104,8 +102,18 @@ func startMX(t *testing.T, o mxOptions) *mxProc {
 		}
 		return fmt.Sprintf("%q", "texthash:"+filepath.Join(dir, file))
 	}
-	write("mxfront.toml", fmt.Sprintf(mxConfig, dir, o.extra, o.relayDomains,
+	return startMXConfig(t, dir, fmt.Sprintf(mxConfig, dir, o.extra, o.relayDomains,
 		maps(o.recipientMaps, "relay_recipients"), maps(o.aliasMaps, "virtual"), maps(o.transportMaps, "transport")))
+}
+
+// startMXConfig starts the binary with a whole configuration written to
+// dir/mxfront.toml.
+func startMXConfig(t *testing.T, dir, config string) *mxProc {
+	t.Helper()
+	cfg := filepath.Join(dir, "mxfront.toml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +123,7 @@ func startMX(t *testing.T, o mxOptions) *mxProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &mxProc{t: t, bin: bin, dir: dir, cfg: cfg, ln: ln, file: f, log: &syncBuffer{}}
+	m := &mxProc{t: t, bin: harness.BuildBinary(t), dir: dir, cfg: cfg, ln: ln, file: f, log: &syncBuffer{}}
 	t.Cleanup(func() {
 		m.kill()
 		ln.Close()

@@ -3,10 +3,8 @@ package test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -106,38 +104,6 @@ func startPolicyMX(t *testing.T, sink *harness.Sink, d *harness.DNS, extra strin
 		}
 	}
 	return startMXConfig(t, dir, fmt.Sprintf(policyConfig, dir, d.Addr(), extra))
-}
-
-// startMXConfig is startMX with a whole configuration.
-func startMXConfig(t *testing.T, dir, config string) *mxProc {
-	t.Helper()
-	cfg := filepath.Join(dir, "mxfront.toml")
-	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := l.(*net.TCPListener)
-	f, err := ln.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mxProc{t: t, bin: harness.BuildBinary(t), dir: dir, cfg: cfg, ln: ln, file: f, log: &syncBuffer{}}
-	t.Cleanup(func() {
-		m.kill()
-		ln.Close()
-		f.Close()
-		if strings.Contains(m.log.String(), "WARNING: DATA RACE") {
-			t.Errorf("data race in mxfront")
-		}
-		if t.Failed() {
-			t.Logf("mxfront log:\n%s", m.log.String())
-		}
-	})
-	m.start()
-	return m
 }
 
 // explainResult is the part of `mxfront explain --json` the tests read.
