@@ -74,22 +74,7 @@ func startHyg(t *testing.T, ch Checker, mod func(*Config)) *testServer {
 	if mod != nil {
 		mod(&cfg)
 	}
-	sp := &fakeSpool{}
-	s, err := New(cfg, sp, ch, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return &testServer{srv: s, spool: sp, addr: ln.Addr().String()}
+	return serve(t, cfg, ch)
 }
 
 // rawDial connects without reading the banner.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -53,22 +52,8 @@ func (c *dnsListChecker) CheckRcpt(ctx context.Context, req *policy.Request) (*p
 func TestDNSListsStartAtAccept(t *testing.T) {
 	starter := &dnsListStarter{dl: &policy.DNSLists{}}
 	checker := &dnsListChecker{}
-	s, err := New(Config{Hostname: "mx.example.com", Timeout: 5 * time.Second, TLSConfig: testTLSConfig(t), DNSLists: starter},
-		&fakeSpool{}, checker, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	c := dial(t, ln.Addr().String()) // reads the banner
+	ts := serve(t, Config{Hostname: "mx.example.com", Timeout: 5 * time.Second, TLSConfig: testTLSConfig(t), DNSLists: starter}, checker)
+	c := dial(t, ts.addr) // reads the banner
 	if got := starter.calls(); len(got) != 1 || got[0] != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("lookups started for %v by the time of the banner, want [127.0.0.1]", got)
 	}

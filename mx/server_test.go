@@ -110,8 +110,15 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	if mod != nil {
 		mod(&cfg)
 	}
+	return serve(t, cfg, fakeChecker{})
+}
+
+// serve starts a Server with cfg and ch on 127.0.0.1:0, a fresh fake spool,
+// and shuts it down when the test ends.
+func serve(t *testing.T, cfg Config, ch Checker) *testServer {
+	t.Helper()
 	sp := &fakeSpool{}
-	s, err := New(cfg, sp, fakeChecker{}, nil)
+	s, err := New(cfg, sp, ch, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
