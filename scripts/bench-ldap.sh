@@ -105,58 +105,17 @@ bench_ldap() {
 		warms+=("$(bench_ldap_load "$n" "$ldap_port")")
 	done
 	local file warm
-	file=$(bench_ldap_median "${files[@]}")
-	warm=$(bench_ldap_median "${warms[@]}")
+	file=$(median "${files[@]}")
+	warm=$(median "${warms[@]}")
 	printf 'ldap     %6d bytes x %6d: file %s msgs/s (runs %s), ldap cold %s msgs/s = %s of file, ldap warm %s msgs/s (runs %s) = %s of file (target >= 0.85)\n' \
 		1024 "$n" "$file" "${files[*]}" "$cold" "$(awk -v x="$cold" -v b="$file" 'BEGIN { printf "%.2f", x / b }')" \
 		"$warm" "${warms[*]}" "$(awk -v x="$warm" -v b="$file" 'BEGIN { printf "%.2f", x / b }')"
 }
 
-# bench_ldap_median N...: the median of the numbers.
-bench_ldap_median() {
-	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # bench_ldap_mx NAME MAPS: starts an mxfront relaying example.test to the
 # sink with relay_recipient_maps = [MAPS]; prints "port pid".
 bench_ldap_mx() {
-	local name=$1 maps=$2 dir="$WORK/ldap/mx-$1" try port pid
-	mkdir -p "$dir"
-	printf 'example.test smtp:[127.0.0.1]:%s\n' "$SINK_PORT" >"$dir/transport"
-	for try in $(seq 1 20); do
-		port=$((20000 + RANDOM % 40000))
-		greets 127.0.0.1 "$port" "" && continue
-		cat >"$dir/mxfront.toml" <<-EOF
-			myhostname = "mx.bench.test"
-			mynetworks = []
-			relay_domains = ["example.test"]
-			relay_recipient_maps = [$maps]
-			transport_maps = ["texthash:$dir/transport"]
-			queue_directory = "$dir/queue"
-			smtpd_peername_lookup = false
-
-			[[listen]]
-			address = "127.0.0.1:$port"
-			maxproc = $((SESSIONS * 2))
-
-			[log]
-			level = "warn"
-		EOF
-		bin/mxfront serve -config "$dir/mxfront.toml" >"$dir/mxfront.log" 2>&1 &
-		pid=$!
-		for _ in $(seq 1 200); do # up to 10 s
-			kill -0 "$pid" 2>/dev/null || break
-			if greets 127.0.0.1 "$port" "mx.bench.test"; then
-				echo "$port $pid"
-				return 0
-			fi
-			sleep 0.05
-		done
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-		grep -q "address already in use" "$dir/mxfront.log" || break
-	done
-	die "could not start mxfront ($name): $(tail -c 600 "$dir/mxfront.log")"
+	launch_mxfront "$WORK/ldap/mx-$1" "$2" ""
 }
 
 # bench_ldap_load N PORT: N messages to N distinct recipients (-N), prints

@@ -63,13 +63,13 @@ header_checks = [\"regexp:$dir/header_checks\"]"
 		qa+=("$acc") qd+=("$del") qc+=("$cpu")
 	done
 	local mpa mpd mqa mqd
-	mpa=$(bench_policy_median "${pa[@]}")
-	mpd=$(bench_policy_median "${pd[@]}")
-	mqa=$(bench_policy_median "${qa[@]}")
-	mqd=$(bench_policy_median "${qd[@]}")
+	mpa=$(median "${pa[@]}")
+	mpd=$(median "${pd[@]}")
+	mqa=$(median "${qa[@]}")
+	mqd=$(median "${qd[@]}")
 	local mpc mqc
-	mpc=$(bench_policy_median "${pc[@]}")
-	mqc=$(bench_policy_median "${qc[@]}")
+	mpc=$(median "${pc[@]}")
+	mqc=$(median "${qc[@]}")
 	printf 'policy   %6d bytes x %6d: plain %s/%s msgs/s accepted/delivered (runs %s / %s), 16 restrictions + 100k access map + 1000 header_checks %s/%s msgs/s (runs %s / %s): accepted %s, delivered %s of plain (target >= 0.90)\n' \
 		1024 "$n" "$mpa" "$mpd" "${pa[*]}" "${pd[*]}" "$mqa" "$mqd" "${qa[*]}" "${qd[*]}" \
 		"$(awk -v x="$mqa" -v b="$mpa" 'BEGIN { printf "%.2f", x / b }')" \
@@ -78,53 +78,13 @@ header_checks = [\"regexp:$dir/header_checks\"]"
 		"$mpc" "$mqc" "$((mqc - mpc))"
 }
 
-# bench_policy_median N...: the median of the numbers.
-bench_policy_median() {
-	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # bench_policy_mx NAME EXTRA: starts an mxfront relaying example.test to
 # the sink with the EXTRA configuration lines; prints "port pid".
 bench_policy_mx() {
-	local name=$1 extra=$2 dir="$WORK/policy/mx-$1" try port pid
+	local dir="$WORK/policy/mx-$1"
 	mkdir -p "$dir"
-	printf 'example.test smtp:[127.0.0.1]:%s\n' "$SINK_PORT" >"$dir/transport"
 	printf 'rcpt@example.test OK\n' >"$dir/relay_recipients"
-	for try in $(seq 1 20); do
-		port=$((20000 + RANDOM % 40000))
-		greets 127.0.0.1 "$port" "" && continue
-		cat >"$dir/mxfront.toml" <<-EOF
-			myhostname = "mx.bench.test"
-			mynetworks = []
-			relay_domains = ["example.test"]
-			relay_recipient_maps = ["texthash:$dir/relay_recipients"]
-			transport_maps = ["texthash:$dir/transport"]
-			queue_directory = "$dir/queue"
-			smtpd_peername_lookup = false
-			$extra
-
-			[[listen]]
-			address = "127.0.0.1:$port"
-			maxproc = $((SESSIONS * 2))
-
-			[log]
-			level = "warn"
-		EOF
-		bin/mxfront serve -config "$dir/mxfront.toml" >"$dir/mxfront.log" 2>&1 &
-		pid=$!
-		for _ in $(seq 1 200); do # up to 10 s
-			kill -0 "$pid" 2>/dev/null || break
-			if greets 127.0.0.1 "$port" "mx.bench.test"; then
-				echo "$port $pid"
-				return 0
-			fi
-			sleep 0.05
-		done
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-		grep -q "address already in use" "$dir/mxfront.log" || break
-	done
-	die "could not start mxfront ($name): $(tail -c 600 "$dir/mxfront.log")"
+	launch_mxfront "$dir" "\"texthash:$dir/relay_recipients\"" "$2"
 }
 
 # bench_policy_cpu PID: the process's CPU time (user + system), in clock

@@ -136,14 +136,13 @@ ceiling() {
 
 MX_PORT="" MX_PID=""
 
-# start_mxfront: builds bin/mxfront and starts it relaying example.test to
-# the sink. Sets MX_PORT and MX_PID.
-start_mxfront() {
-	[ -d cmd/mxfront ] || die "cmd/mxfront does not exist"
-	"$GO" build -o bin/mxfront ./cmd/mxfront || die "go build ./cmd/mxfront failed"
-	local dir="$WORK/mx" try port pid
+# launch_mxfront DIR MAPS EXTRA: writes DIR/mxfront.toml relaying
+# example.test to the sink, with relay_recipient_maps = [MAPS] and the
+# EXTRA configuration lines, starts bin/mxfront on a free port and prints
+# "port pid". Every bench that runs mxfront starts it here.
+launch_mxfront() {
+	local dir=$1 maps=$2 extra=$3 try port pid
 	mkdir -p "$dir"
-	printf 'rcpt@example.test OK\n' >"$dir/relay_recipients"
 	printf 'example.test smtp:[127.0.0.1]:%s\n' "$SINK_PORT" >"$dir/transport"
 	for try in $(seq 1 20); do
 		port=$((20000 + RANDOM % 40000))
@@ -152,10 +151,11 @@ start_mxfront() {
 			myhostname = "mx.bench.test"
 			mynetworks = []
 			relay_domains = ["example.test"]
-			relay_recipient_maps = ["texthash:$dir/relay_recipients"]
+			relay_recipient_maps = [$maps]
 			transport_maps = ["texthash:$dir/transport"]
 			queue_directory = "$dir/queue"
 			smtpd_peername_lookup = false
+			$extra
 
 			[[listen]]
 			address = "127.0.0.1:$port"
@@ -169,8 +169,7 @@ start_mxfront() {
 		for _ in $(seq 1 200); do # up to 10 s
 			kill -0 "$pid" 2>/dev/null || break
 			if greets 127.0.0.1 "$port" "mx.bench.test"; then
-				PIDS+=("$pid")
-				MX_PORT=$port MX_PID=$pid
+				echo "$port $pid"
 				return 0
 			fi
 			sleep 0.05
@@ -179,7 +178,25 @@ start_mxfront() {
 		wait "$pid" 2>/dev/null || true
 		grep -q "address already in use" "$dir/mxfront.log" || break
 	done
-	die "could not start mxfront: $(tail -c 600 "$dir/mxfront.log")"
+	die "could not start mxfront in $dir: $(tail -c 600 "$dir/mxfront.log")"
+}
+
+# median N...: the median of the numbers.
+median() {
+	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# start_mxfront: builds bin/mxfront and starts it relaying example.test to
+# the sink. Sets MX_PORT and MX_PID.
+start_mxfront() {
+	[ -d cmd/mxfront ] || die "cmd/mxfront does not exist"
+	"$GO" build -o bin/mxfront ./cmd/mxfront || die "go build ./cmd/mxfront failed"
+	local dir="$WORK/mx"
+	mkdir -p "$dir"
+	printf 'rcpt@example.test OK\n' >"$dir/relay_recipients"
+	read -r MX_PORT MX_PID < <(launch_mxfront "$dir" "\"texthash:$dir/relay_recipients\"" "")
+	[ -n "$MX_PORT" ] || die "could not start mxfront"
+	PIDS+=("$MX_PID")
 }
 
 # through_mxfront N LEN CEIL: prints "accepted/s delivered/s ratio".
