@@ -38,9 +38,16 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("effective config lacks %q:\n%s", w, out)
 		}
 	}
-	// <postmaster> qualified as postmaster@mx.example.com has nowhere to go.
-	if !strings.Contains(errOut, "warning: mail to <postmaster>") {
-		t.Errorf("no postmaster warning: %q", errOut)
+	// <postmaster> qualified as postmaster@mx.example.com goes to
+	// postmaster@example.com (the built-in fallback): no warning.
+	if strings.Contains(errOut, "warning: mail to <postmaster>") {
+		t.Errorf("postmaster warning despite the fallback: %q", errOut)
+	}
+	// With mydomain local too, there is nowhere to send it: a warning.
+	local := filepath.Join(dir, "local.toml")
+	os.WriteFile(local, []byte("myhostname = \"mx.example.com\"\nmydestination = \"$myhostname, $mydomain\"\nqueue_directory = \""+dir+"/q2\"\n"), 0o644)
+	if _, errOut, code := runBin(t, "check", "-config", local); code != 0 || !strings.Contains(errOut, "warning: mail to <postmaster>") {
+		t.Errorf("no postmaster warning when it has nowhere to go: exit %d %q", code, errOut)
 	}
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("myhostname = \"mx.example.com\"\n\nsmtpd_recipient_limt = 10\n"), 0o644)

@@ -257,3 +257,22 @@ func dialogue(t *testing.T, c net.Conn, script string, n int) []string {
 	}
 	return out
 }
+
+// TestPostmasterWithoutDomain: RFC 5321 §4.5.1 — RCPT TO:<postmaster> is
+// accepted even with no alias configured: it is qualified with myorigin
+// (postmaster@mx.example.com) and, having no local delivery, sent on to
+// postmaster@$mydomain, which routes to the domain's unit.
+func TestPostmasterWithoutDomain(t *testing.T) {
+	sink := harness.StartSink(t, harness.SinkOptions{})
+	m := startMX(t, mxOptions{recipients: "alice@example.com OK\n", transport: sinkTransport(sink, "example.com")})
+	out, code := swaks(t, m, "--from", "sender@remote.test", "--to", "postmaster")
+	if code != 0 {
+		t.Fatalf("swaks exit %d:\n%s", code, out)
+	}
+	mustContain(t, "swaks", out, "RCPT TO:<postmaster>", "250 2.1.5 Ok")
+	msgs := sink.WaitCount(t, 1, 20*time.Second)
+	if strings.Join(msgs[0].Rcpts, ",") != "postmaster@example.com" {
+		t.Fatalf("delivered to %q", msgs[0].Rcpts)
+	}
+	m.waitLog("orig_to=<postmaster@mx.example.com>", 1, 10*time.Second)
+}

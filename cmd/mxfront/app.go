@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -86,6 +87,13 @@ func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
 	aliasMaps, err := maps("virtual_alias_maps", cfg.VirtualAliasMaps)
 	if err != nil {
 		return nil, err
+	}
+	if spec := postmasterFallback(cfg); spec != "" {
+		t, err := a.tables.Open(spec)
+		if err != nil {
+			return nil, cfg.errorf("mydestination", "postmaster fallback: %v", err)
+		}
+		aliasMaps = append(aliasMaps, t)
 	}
 	transportMaps, err := maps("transport_maps", cfg.TransportMaps)
 	if err != nil {
@@ -195,6 +203,35 @@ func newApp(cfg *Config, logger *slog.Logger) (*app, error) {
 	return a, nil
 }
 
+// postmasterFallback returns an inline table, searched after
+// virtual_alias_maps, that sends postmaster@ each literal mydestination
+// domain to postmaster@$mydomain. RFC 5321 §4.5.1 requires accepting mail
+// for the postmaster, and Postfix delivers it with aliases(5); an MX has no
+// local delivery, so without an alias of the admin's own it would be
+// refused. The admin's virtual_alias_maps entries come first and win. ""
+// when there is nothing to add.
+func postmasterFallback(cfg *Config) string {
+	if cfg.MyDomain == "" || cfg.MyDomain == "localdomain" {
+		return ""
+	}
+	var entries []string
+	for _, d := range *cfg.MyDestination {
+		if strings.ContainsAny(d, ":/!") || strings.HasPrefix(d, ".") || strings.EqualFold(d, cfg.MyDomain) {
+			continue // tables, files, negations, patterns, and mydomain itself
+		}
+		for _, x := range *cfg.MyDestination {
+			if strings.EqualFold(x, cfg.MyDomain) {
+				return "" // postmaster@$mydomain is local too: nowhere to send it
+			}
+		}
+		entries = append(entries, "postmaster@"+strings.ToLower(d)+"=postmaster@"+cfg.MyDomain)
+	}
+	if len(entries) == 0 {
+		return ""
+	}
+	return "inline:{ " + strings.Join(entries, ", ") + " }"
+}
+
 // spool adapts *queue.Queue to mx.Spool.
 type spool struct{ q *queue.Queue }
 
@@ -214,8 +251,13 @@ func (s spool) Admit(ctx context.Context, size int64) error { return s.q.Admit(c
 func (a *app) warnings() []string {
 	var w []string
 	pm := envelope.Address{Local: "postmaster", Domain: a.cfg.MyOrigin}
-	if rt, err := a.router.Route(context.Background(), pm); err == nil && rt.Transport == envelope.TransportError {
-		w = append(w, fmt.Sprintf("mail to <postmaster> (qualified as %s) resolves to %s: add it to virtual_alias_maps (RFC 5321 §4.5.1)", pm, rt))
+	ctx := context.Background()
+	if targets, _, err := a.router.Expand(ctx, pm); err == nil {
+		for _, t := range targets {
+			if rt, err := a.router.Route(ctx, t); err == nil && rt.Transport == envelope.TransportError {
+				w = append(w, fmt.Sprintf("mail to <postmaster> (qualified as %s, delivered to %s) resolves to %s: alias it in virtual_alias_maps (RFC 5321 §4.5.1)", pm, t, rt))
+			}
+		}
 	}
 	if len(a.cfg.RelayDomains) == 0 {
 		w = append(w, "relay_domains is empty: this MX accepts mail only from mynetworks")
