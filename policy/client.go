@@ -49,31 +49,28 @@ func permitMynetworks(ctx context.Context, ev *eval, _ *restriction) (verdict, e
 }
 
 // rejectUnknownClient: reject_unknown_client_hostname, no forward-confirmed
-// name (RFC 7372 4.7.25). A temporary lookup failure always gives 450.
+// name (RFC 7372 4.7.25).
 func rejectUnknownClient(_ context.Context, ev *eval, _ *restriction) (verdict, error) {
-	st := ev.req.Peer.NameStatus
-	if st == PeerOK {
-		return verdict{}, nil
-	}
-	code := ev.p.cfg.Codes.UnknownClient
-	if st == PeerTemp {
-		code = 450
-	}
-	return ev.reject(code, envelope.Enhanced{4, 7, 25}, "Client host rejected: cannot find your hostname, [%s]", ev.req.Client.Addr.Unmap()), nil
+	return ev.rejectUnknownPeer(ev.req.Peer.NameStatus, envelope.Enhanced{4, 7, 25}, "hostname"), nil
 }
 
 // rejectUnknownReverseClient: reject_unknown_reverse_client_hostname, no
 // PTR name at all.
 func rejectUnknownReverseClient(_ context.Context, ev *eval, _ *restriction) (verdict, error) {
-	st := ev.req.Peer.ReverseStatus
+	return ev.rejectUnknownPeer(ev.req.Peer.ReverseStatus, envelope.Enhanced{4, 7, 1}, "reverse hostname"), nil
+}
+
+// rejectUnknownPeer rejects a client whose name lookup (st) did not
+// succeed; a temporary lookup failure always gives 450.
+func (ev *eval) rejectUnknownPeer(st PeerStatus, enh envelope.Enhanced, what string) verdict {
 	if st == PeerOK {
-		return verdict{}, nil
+		return verdict{}
 	}
 	code := ev.p.cfg.Codes.UnknownClient
 	if st == PeerTemp {
 		code = 450
 	}
-	return ev.reject(code, envelope.Enhanced{4, 7, 1}, "Client host rejected: cannot find your reverse hostname, [%s]", ev.req.Client.Addr.Unmap()), nil
+	return ev.reject(code, enh, "Client host rejected: cannot find your "+what+", [%s]", ev.req.Client.Addr.Unmap())
 }
 
 func checkClientAccess(ctx context.Context, ev *eval, r *restriction) (verdict, error) {

@@ -33,10 +33,7 @@ type cidrTable struct {
 func openCIDR(name string) (*cidrTable, error) {
 	t := &cidrTable{name: name, inline: strings.HasPrefix(name, "{")}
 	if t.inline {
-		where, rules, err := parseInlineRules("cidr", name, parseCIDRRule)
-		if err == nil {
-			err = closeIfs(where, len(rules), func(i int) *block { return &rules[i].block })
-		}
+		rules, err := loadRules(t.Spec(), "cidr", name, true, parseCIDRRule, cidrBlock)
 		if err != nil {
 			return nil, err
 		}
@@ -57,23 +54,15 @@ func (t *cidrTable) Reload() error {
 	if t.inline {
 		return nil
 	}
-	data, err := readFile(t.name)
-	if err != nil {
-		return fmt.Errorf("table %s: %w", t.Spec(), err)
-	}
-	var rules []cidrRule
-	err = logicalLines(t.name, data, func(line int, text string) error {
-		return parseCIDRRule(&rules, t.name, line, text)
-	})
-	if err == nil {
-		err = closeIfs(t.name, len(rules), func(i int) *block { return &rules[i].block })
-	}
+	rules, err := loadRules(t.Spec(), "cidr", t.name, false, parseCIDRRule, cidrBlock)
 	if err != nil {
 		return err
 	}
 	t.rules.Store(&rules)
 	return nil
 }
+
+func cidrBlock(r *cidrRule) *block { return &r.block }
 
 // Lookup matches the key, an IP address in text form, against the rules in
 // order. A key that is not an IP address is not found, as in Postfix. An

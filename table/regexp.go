@@ -74,10 +74,7 @@ type regexpTable struct {
 func openRegexp(typ, name string) (*regexpTable, error) {
 	t := &regexpTable{typ: typ, name: name, inline: strings.HasPrefix(name, "{")}
 	if t.inline {
-		where, rules, err := parseInlineRules(typ, name, parseRegexpRules(typ))
-		if err == nil {
-			err = closeIfs(where, len(rules), func(i int) *block { return &rules[i].block })
-		}
+		rules, err := loadRules(t.Spec(), typ, name, true, parseRegexpRules(typ), rxBlock)
 		if err != nil {
 			return nil, err
 		}
@@ -98,22 +95,42 @@ func (t *regexpTable) Reload() error {
 	if t.inline {
 		return nil
 	}
-	data, err := readFile(t.name)
-	if err != nil {
-		return fmt.Errorf("table %s: %w", t.Spec(), err)
-	}
-	var rules []rxRule
-	err = logicalLines(t.name, data, func(line int, text string) error {
-		return parseRegexpRules(t.typ)(&rules, t.name, line, text)
-	})
-	if err == nil {
-		err = closeIfs(t.name, len(rules), func(i int) *block { return &rules[i].block })
-	}
+	rules, err := loadRules(t.Spec(), t.typ, t.name, false, parseRegexpRules(t.typ), rxBlock)
 	if err != nil {
 		return err
 	}
 	t.rules.Store(&rules)
 	return nil
+}
+
+func rxBlock(r *rxRule) *block { return &r.block }
+
+// loadRules parses a rule table shared by regexp:, pcre: and cidr: — the
+// file name, or the inline "{ rule, ... }" form — and pairs its if/endif
+// blocks. spec names the table in I/O errors.
+func loadRules[R any](spec, typ, name string, inline bool, parse func(rules *[]R, file string, line int, text string) error, blk func(*R) *block) ([]R, error) {
+	var rules []R
+	where := name
+	if inline {
+		var err error
+		if where, rules, err = parseInlineRules(typ, name, parse); err != nil {
+			return nil, err
+		}
+	} else {
+		data, err := readFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("table %s: %w", spec, err)
+		}
+		if err := logicalLines(name, data, func(line int, text string) error {
+			return parse(&rules, name, line, text)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := closeIfs(where, len(rules), func(i int) *block { return blk(&rules[i]) }); err != nil {
+		return nil, err
+	}
+	return rules, nil
 }
 
 // Lookup applies the rules in order to the whole key, honouring if/endif,
